@@ -1,0 +1,55 @@
+"""The ``prime-retriever`` command line.
+
+Each subcommand lives in the module that owns its concept. Such a module defines
+
+    def add_cli_arguments(parser: argparse.ArgumentParser) -> None: ...
+    def run_cli(args: argparse.Namespace) -> int: ...
+
+and is imported only when its subcommand runs, so ``prime-retriever info`` never pays for
+importing the training stack. ``train``, ``bench`` and ``convert`` live in ``training`` (the
+one place where the runtime library reaches into ``training``, lazily).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("prime_retriever.checkpoint_cli", "Print a checkpoint's config, size, sha256 and metrics."),
+    "predict": ("prime_retriever.predict_cli", "Read a PredictorInput JSON on stdin, write a PredictorOutput JSON."),
+    "index": ("prime_retriever.indexing", "Encode a corpus and index it into Qdrant (local, edge or server)."),
+    "export-onnx": ("prime_retriever.onnx", "Export a checkpoint to ONNX."),
+    "bench-latency": ("prime_retriever.latency_bench", "Predictor latency of every inference path."),
+    "bench-retriever": ("prime_retriever.retriever_bench", "Search latency, micro-batching and cache figures."),
+    "convert": ("training.convert", "Write a supported dataset in the generic JSONL format."),
+    "train": ("training.trainer", "Train a predictor and save a checkpoint."),
+    "bench": ("training.bench", "End-to-end retrieval benchmark against the baselines."),
+}
+
+
+def build_parser(load: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Build the parser; only the modules of the subcommands in ``load`` are imported."""
+    parser = argparse.ArgumentParser(prog="prime-retriever", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if load is not None and name in load:
+            importlib.import_module(module).add_cli_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(load=[command] if command in COMMANDS else [])
+    args = parser.parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.run_cli(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
