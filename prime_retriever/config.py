@@ -1,0 +1,101 @@
+"""Configuration of the predictor and of its training (pydantic, frozen).
+
+The fields, defaults and bounds are the specification's (section 8). Fields added since the
+spec, each with a default that keeps the spec's behaviour, are marked "(added)".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+DEFAULT_EMBEDDING_DIM = 1024
+
+
+class PredictorConfig(BaseModel):
+    """Configuration of :class:`prime_retriever.predictor.EmbeddingPredictor`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input_dim: int = Field(
+        default=DEFAULT_EMBEDDING_DIM, ge=1, description="Input embedding dimension (match X-Encoder)"
+    )
+    hidden_dim: int = Field(default=2048, ge=1, description="Transformer hidden dimension")
+    output_dim: int = Field(default=DEFAULT_EMBEDDING_DIM, ge=1, description="Output dimension (match Y-Encoder)")
+    num_layers: int = Field(default=4, ge=1, le=12, description="Number of transformer layers")
+    num_heads: int = Field(default=8, ge=1, description="Number of attention heads")
+    max_context_length: int = Field(default=10, ge=1, description="Maximum context turns")
+    dropout: float = Field(default=0.1, ge=0.0, le=0.5, description="Dropout probability")
+    checkpoint_path: str | None = Field(default=None, description="Path to model checkpoint")
+
+    # Static shapes / compilation
+    use_static_cache: bool = Field(default=True, description="Static shapes and the context K/V cache")
+    use_torch_compile: bool = Field(default=True, description="Enable torch.compile() (CUDA graphs on CUDA)")
+    compile_mode: str = Field(
+        default="reduce-overhead", description="torch.compile mode: 'default', 'reduce-overhead', 'max-autotune'"
+    )
+    max_batch_size: int = Field(default=32, ge=1, description="Max batch size for static shape compilation")
+
+    # (added) architecture options
+    attention_layout: Literal["bidirectional", "prefix"] = Field(
+        default="bidirectional",
+        description=(
+            "'bidirectional': every token attends to every token. 'prefix': context turns attend only to "
+            "context turns, [PRED] and the query attend to everything, so the context's per-layer K/V can "
+            "be computed before the query arrives (the context K/V cache)."
+        ),
+    )
+    residual: bool = Field(
+        default=False,
+        description=(
+            "(added) output = normalize(query + delta): start from the query embedding (needs input_dim == output_dim)"
+        ),
+    )
+    block_type: Literal["standard", "llama"] = Field(
+        default="standard",
+        description="(added) 'llama': Llama decoder layers (RMSNorm, RoPE, SwiGLU, GQA), bidirectional",
+    )
+    llama_config: dict[str, Any] | None = Field(
+        default=None, description="(added) the LlamaConfig (as a dict) of the blocks when block_type == 'llama'"
+    )
+
+    @field_validator("compile_mode")
+    @classmethod
+    def _check_compile_mode(cls, v: str) -> str:
+        if v not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(map(repr, COMPILE_MODES))}; got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> PredictorConfig:
+        if self.hidden_dim % self.num_heads != 0:
+            raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})")
+        if self.residual and self.input_dim != self.output_dim:
+            raise ValueError(f"residual=True needs input_dim == output_dim; got {self.input_dim} and {self.output_dim}")
+        if self.block_type == "llama" and self.llama_config is None:
+            raise ValueError("block_type='llama' needs llama_config (the Llama model's config as a dict)")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_dim // self.num_heads
+
+
+class TrainingConfig(BaseModel):
+    """Training hyper-parameters (spec section 8)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    learning_rate: float = Field(default=1e-4, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    batch_size: int = Field(default=64, ge=2, description="In-batch negatives need at least 2 rows")
+    num_epochs: int = Field(default=10, ge=1)
+    warmup_steps: int = Field(default=1000, ge=0)
+    temperature: float = Field(default=0.07, gt=0.0, description="InfoNCE temperature")
+    gradient_checkpointing: bool = Field(default=True)
+    mixed_precision: bool = Field(default=True)
+    y_encoder_lr_multiplier: float = Field(
+        default=0.05, ge=0.0, description="LR multiplier for the Y-Encoder; 0 freezes it (targets pre-encoded)"
+    )
