@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+
+from prime_retriever.checkpoint import (
+    META_FILE,
+    WEIGHTS_FILE,
+    DatasetInfo,
+    EncoderInfo,
+    Provenance,
+    checkpoint_size_bytes,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+from prime_retriever.config import PredictorConfig
+from prime_retriever.errors import CheckpointError
+from prime_retriever.predictor import EmbeddingPredictor
+
+CFG = PredictorConfig(input_dim=32, output_dim=32, hidden_dim=64, num_layers=2, num_heads=4, max_context_length=4)
+
+
+def trained_like_model() -> EmbeddingPredictor:
+    torch.manual_seed(0)
+    m = EmbeddingPredictor(CFG)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # no parameter left at its init value
+    return m.eval()
+
+
+def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(5, 4, 32, generator=g), torch.randn(5, 32, generator=g)
+
+
+def test_checkpoint_save_load(tmp_path: Path) -> None:
+    m = trained_like_model()
+    prov = Provenance(datasets=[DatasetInfo(name="hotpotqa", n_examples=1249)], metrics={"val_mrr": 0.61})
+    meta = save_checkpoint(m, tmp_path / "ck", encoder=EncoderInfo(name="minilm", dim=32), provenance=prov)
+    loaded = load_checkpoint(tmp_path / "ck")
+    ctx, q = inputs()
+    assert torch.equal(loaded.model(ctx, q), m(ctx, q))  # bit-identical in fp32
+    assert loaded.meta == meta and loaded.meta.config == CFG
+    assert not loaded.model.training
+
+    save_checkpoint(m, tmp_path / "ck16", dtype=torch.float16)
+    half = load_checkpoint(tmp_path / "ck16")
+    cos = F.cosine_similarity(half.model(ctx, q), m(ctx, q))
+    assert (1 - cos).max() < 1e-2
+    assert read_meta(tmp_path / "ck16").dtype == "float16"
+    assert checkpoint_size_bytes(tmp_path / "ck16") < checkpoint_size_bytes(tmp_path / "ck") * 0.6
+
+
+def test_bf16_and_from_checkpoint(tmp_path: Path) -> None:
+    m = trained_like_model()
+    save_checkpoint(m, tmp_path / "ck", dtype=torch.bfloat16)
+    m2 = EmbeddingPredictor.from_checkpoint(tmp_path / "ck")
+    ctx, q = inputs()
+    assert (1 - F.cosine_similarity(m2(ctx, q), m(ctx, q))).max() < 1e-2
+
+
+def test_meta_contents(tmp_path: Path) -> None:
+    save_checkpoint(trained_like_model(), tmp_path, encoder=EncoderInfo(name="enc", dim=32))
+    raw = json.loads((tmp_path / META_FILE).read_text())
+    for key in (
+        "format_version",
+        "config",
+        "package_version",
+        "created_at",
+        "weights_sha256",
+        "dtype",
+        "encoder",
+        "provenance",
+    ):
+        assert key in raw
+    assert raw["encoder"] == {"name": "enc", "dim": 32}
+
+
+def test_provenance_rejects_examples() -> None:
+    with pytest.raises(ValidationError):
+        Provenance(examples=["who wrote X?"])  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        Provenance(metrics={"q": "a training question"})  # type: ignore[dict-item]
+
+
+def test_encoder_dim_mismatch(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="dim 384"):
+        save_checkpoint(trained_like_model(), tmp_path, encoder=EncoderInfo(name="enc", dim=384))
+
+
+def test_no_pickle_on_disk(tmp_path: Path) -> None:
+    save_checkpoint(trained_like_model(), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [META_FILE, WEIGHTS_FILE]
+    assert (tmp_path / WEIGHTS_FILE).read_bytes()[:2] != b"\x80\x04"  # not a pickle stream
+
+
+# ----------------------------------------------------------------------------- corruption
+@pytest.fixture()
+def ckpt(tmp_path: Path) -> Path:
+    save_checkpoint(trained_like_model(), tmp_path / "ck")
+    return tmp_path / "ck"
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope")
+
+
+def test_missing_meta(ckpt: Path) -> None:
+    (ckpt / META_FILE).unlink()
+    with pytest.raises(CheckpointError, match=r"no meta\.json"):
+        load_checkpoint(ckpt)
+
+
+def test_missing_weights(ckpt: Path) -> None:
+    (ckpt / WEIGHTS_FILE).unlink()
+    with pytest.raises(CheckpointError, match="no weights file"):
+        load_checkpoint(ckpt)
+
+
+def test_truncated_weights(ckpt: Path) -> None:
+    w = ckpt / WEIGHTS_FILE
+    w.write_bytes(w.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        load_checkpoint(ckpt)
+
+
+def test_bit_flip(ckpt: Path) -> None:
+    w = ckpt / WEIGHTS_FILE
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    w.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        load_checkpoint(ckpt)
+
+
+def test_tampered_weights_with_forged_sha(ckpt: Path) -> None:
+    """Replacing the weights and the recorded sha with those of an incompatible model is still refused."""
+    other = EmbeddingPredictor(CFG.model_copy(update={"hidden_dim": 32}))
+    save_checkpoint(other, ckpt.parent / "other")
+    (ckpt / WEIGHTS_FILE).write_bytes((ckpt.parent / "other" / WEIGHTS_FILE).read_bytes())
+    meta = json.loads((ckpt / META_FILE).read_text())
+    meta["weights_sha256"] = read_meta(ckpt.parent / "other").weights_sha256
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_checkpoint(ckpt)
+
+
+def test_garbage_weights_with_matching_sha(ckpt: Path) -> None:
+    from prime_retriever.checkpoint import sha256_file
+
+    w = ckpt / WEIGHTS_FILE
+    w.write_bytes(b"\xff" * 64)
+    meta = json.loads((ckpt / META_FILE).read_text())
+    meta["weights_sha256"] = sha256_file(w)
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_checkpoint(ckpt)
+
+
+def test_unknown_format_version(ckpt: Path) -> None:
+    meta = json.loads((ckpt / META_FILE).read_text())
+    meta["format_version"] = 99
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="unknown format_version 99"):
+        load_checkpoint(ckpt)
+
+
+def test_corrupt_meta_json(ckpt: Path) -> None:
+    (ckpt / META_FILE).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(ckpt)
+
+
+def test_config_shape_mismatch(ckpt: Path) -> None:
+    meta = json.loads((ckpt / META_FILE).read_text())
+    meta["config"]["hidden_dim"] = 128
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_checkpoint(ckpt)
+
+
+def test_invalid_config_in_meta(ckpt: Path) -> None:
+    meta = json.loads((ckpt / META_FILE).read_text())
+    meta["config"]["num_layers"] = 0
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="invalid"):
+        load_checkpoint(ckpt)
+
+
+def test_bad_dtype(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="dtype"):
+        save_checkpoint(trained_like_model(), tmp_path, dtype=torch.int8)

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from prime_retriever.checkpoint import save_checkpoint
+from prime_retriever.cli import main
+from prime_retriever.config import PredictorConfig
+from prime_retriever.predictor import EmbeddingPredictor
+
+CFG = PredictorConfig(input_dim=16, output_dim=16, hidden_dim=32, num_layers=1, num_heads=2, max_context_length=3)
+
+
+@pytest.fixture()
+def ckpt(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    save_checkpoint(EmbeddingPredictor(CFG), tmp_path / "ck")
+    return tmp_path / "ck"
+
+
+def test_info(ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "sha256:" in out and "(verified)" in out and "hidden_dim: 32" in out
+    assert main(["info", str(ckpt), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["size_bytes"] > 0 and data["config"]["hidden_dim"] == 32
+
+
+def test_predict_stdin_stdout(ckpt: Path) -> None:
+    payload = json.dumps({"context_embeddings": [[0.1] * 16, [0.2] * 16], "query_embedding": [0.3] * 16})
+    r = subprocess.run(
+        [sys.executable, "-m", "prime_retriever.cli", "predict", "--checkpoint", str(ckpt)],
+        input=payload,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = json.loads(r.stdout)
+    assert len(out["predicted_embedding"]) == 16
+    assert abs(sum(x * x for x in out["predicted_embedding"]) - 1) < 1e-4
+    assert 0 <= out["confidence"] <= 1
+
+
+def test_predict_rejects_bad_input(ckpt: Path) -> None:
+    payload = json.dumps({"context_embeddings": [], "query_embedding": [0.3] * 16})
+    r = subprocess.run(
+        [sys.executable, "-m", "prime_retriever.cli", "predict", "--checkpoint", str(ckpt)],
+        input=payload,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0 and "cannot be empty" in r.stderr
+
+
+def test_default_fp16_checkpoint_under_500mb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_checkpoint(EmbeddingPredictor(PredictorConfig()), tmp_path / "big", dtype=torch.float16)
+    assert main(["info", str(tmp_path / "big"), "--json"]) == 0
+    size = json.loads(capsys.readouterr().out)["size_bytes"]
+    assert size < 500e6
