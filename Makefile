@@ -1,0 +1,41 @@
+# Two entry points, each working from a fresh clone (see README):
+#   make demo   install, train, index into embedded Qdrant, benchmark against the baselines
+#   make test   install, then lint, type-check and run the tests with coverage
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PRIME_DATA_DIR ?= $(abspath ../shared/data)
+export PRIME_DATA_DIR
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test unit integration lint demo clean
+
+$(BIN)/prime-retriever: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# the CPU wheel first, so nothing below pulls a CUDA build of torch
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(BIN)/prime-retriever
+
+lint: install
+	$(BIN)/ruff check prime_retriever training tests integration_tests
+	$(BIN)/mypy --strict prime_retriever
+
+unit: install
+	$(BIN)/pytest tests -q --cov=prime_retriever --cov-report=term --cov-fail-under=85
+
+integration: install
+	$(BIN)/pytest integration_tests -q
+
+test: lint unit integration
+
+demo: install
+	$(BIN)/prime-retriever bench --preset shipped --framing all --store local --out runs/demo
+	$(BIN)/python ../shared/tools/check_report.py runs/demo/report.json || true
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .coverage
