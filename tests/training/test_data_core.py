@@ -1,0 +1,221 @@
+"""Generic format, splits and guards, collation, pre-encoding and the convert command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+
+from prime_retriever.documents import Document
+from prime_retriever.errors import DataError
+from training.data import (
+    Dataset,
+    EncodedCorpus,
+    EncodedExamples,
+    Example,
+    assert_disjoint,
+    collate,
+    dedupe_examples,
+    load_dataset,
+    read_examples,
+    read_generic,
+    split_examples,
+    write_generic,
+)
+
+
+def _ex(i: str, query: str = "", group: str = "", context: tuple[str, ...] = ("c",)) -> Example:
+    return Example(id=i, context=context, query=query or f"question {i}?", positive_ids=("d1",), group_id=group)
+
+
+# --- generic format -----------------------------------------------------------------------------------------
+
+def test_generic_round_trip(tmp_path: Path) -> None:
+    corpus = {"d1": Document("d1", "text one", "T1"), "d2": Document("d2", "text two")}
+    examples = [Example(id="e1", context=("a", "b"), query="q1", positive_ids=("d1",), negative_ids=("d2",),
+                        source="ex"),
+                Example(id="e2", context=("x",), query="q2", positive_ids=("d2", "d1"), source="ex")]
+    write_generic(Dataset("t", examples, corpus), tmp_path / "ex.jsonl", tmp_path / "corpus.jsonl")
+    back = read_generic(tmp_path / "ex.jsonl", tmp_path / "corpus.jsonl")
+    assert back.corpus == corpus and back.examples == examples
+    line = json.loads((tmp_path / "ex.jsonl").read_text().splitlines()[0])
+    assert set(line) == {"id", "context", "query", "positive_ids", "negative_ids"}
+    # registry finds the sibling corpus.jsonl
+    assert load_dataset(tmp_path / "ex.jsonl", "given").examples == examples
+
+
+def test_generic_extended_keeps_groups(tmp_path: Path) -> None:
+    ex = Example(id="q#mh0", context=("q", "p"), query="q", positive_ids=("d1",), framing="multi_hop",
+                 group_id="q", exclude_ids=("d2",), source="s")
+    corpus = {"d1": Document("d1", "a"), "d2": Document("d2", "b")}
+    write_generic(Dataset("t", [ex], corpus), tmp_path / "e.jsonl", tmp_path / "c.jsonl", extended=True)
+    assert read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl").examples == [ex]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("{oops", r"e.jsonl:2: invalid JSON"),
+    ('{"id": "b", "context": ["c"], "positive_ids": ["d1"]}', r"e.jsonl:2: missing key 'query'"),
+    ('{"id": "b", "context": "c", "query": "q", "positive_ids": ["d1"]}', r"e.jsonl:2: key 'context' must be"),
+    ('{"id": "b", "context": ["c"], "query": 3, "positive_ids": ["d1"]}', r"e.jsonl:2: key 'query' must be"),
+    ('{"id": "b", "context": ["c"], "query": "q", "positive_ids": ["nope"]}', r"e.jsonl:2: positive ids not in"),
+    ('{"id": "b", "context": ["c"], "query": "q", "positive_ids": []}', r"e.jsonl:2: 'positive_ids' is empty"),
+    ('{"id": "a", "context": ["c"], "query": "q", "positive_ids": ["d1"]}', r"e.jsonl:2: duplicate example id"),
+    ('[1, 2]', r"e.jsonl:2: expected a JSON object"),
+])
+def test_generic_malformed(tmp_path: Path, line: str, message: str) -> None:
+    good = '{"id": "a", "context": ["c"], "query": "q", "positive_ids": ["d1"]}'
+    (tmp_path / "e.jsonl").write_text(good + "\n" + line + "\n")
+    with pytest.raises(DataError, match=message):
+        read_examples(tmp_path / "e.jsonl", {"d1": Document("d1", "t")})
+
+
+def test_generic_corpus_malformed(tmp_path: Path) -> None:
+    (tmp_path / "c.jsonl").write_text('{"id": "d1", "text": "t"}\n{"id": "d1", "text": "u"}\n')
+    with pytest.raises(DataError, match=r"c.jsonl:2: duplicate document id"):
+        read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl")
+    (tmp_path / "c.jsonl").write_text('{"id": "d1"}\n')
+    with pytest.raises(DataError, match=r"c.jsonl:1: missing key 'text'"):
+        read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl")
+
+
+# --- splits -------------------------------------------------------------------------------------------------
+
+def test_split_is_deterministic_and_grouped() -> None:
+    examples = [_ex(f"q{i}#mh{k}", query=f"question {i}?", group=f"q{i}") for i in range(300) for k in range(2)]
+    train, held = split_examples(examples, 0.2, salt="s")
+    assert (train, held) == split_examples(list(examples), 0.2, salt="s")
+    assert 0.1 < len(held) / len(examples) < 0.3 and len(train) + len(held) == len(examples)
+    assert not {e.group_id for e in train} & {e.group_id for e in held}
+    assert_disjoint(train, held)
+    assert split_examples(examples, 0.2, salt="other") != (train, held)
+    # adding examples never moves existing ones
+    _, held2 = split_examples([*examples, _ex("new", group="new")], 0.2, salt="s")
+    assert {e.id for e in held} <= {e.id for e in held2}
+
+
+def test_split_links_duplicate_questions() -> None:
+    # the same question under two ids from two files must land on one side
+    examples = [e for i in range(200) for e in (_ex(f"a{i}", query=f"Q {i}?"), _ex(f"b{i}", query=f"q  {i}"))]
+    train, held = split_examples(examples, 0.5, salt="x")
+    assert held and train
+    assert_disjoint(train, held)
+
+
+def test_assert_disjoint_refuses_leaks() -> None:
+    with pytest.raises(DataError, match=r"shared id.*'e1'"):
+        assert_disjoint([_ex("e1")], [_ex("e1")])
+    with pytest.raises(DataError, match=r"shared group_id.*'g'.*train 'a'.*eval 'b'"):
+        assert_disjoint([_ex("a", group="g")], [_ex("b", group="g")])
+    with pytest.raises(DataError, match=r"shared query text.*train 'a'.*eval 'b'"):
+        assert_disjoint([_ex("a", query="Who wrote  Hamlet?")], [_ex("b", query="who wrote hamlet")])
+    assert_disjoint([_ex("a", query="Who wrote Hamlet?")], [_ex("b", query="who wrote hamlet")],
+                    check_query_text=False)
+
+
+def test_leaking_hotpot_split_is_refused(hotpot_pool_first_hop: Dataset) -> None:
+    examples = hotpot_pool_first_hop.examples
+    train, held = split_examples(examples, 0.2, salt="hotpot")
+    assert_disjoint(train, held)
+    leak = Example(id="copy", context=held[0].context, query=held[0].query.upper() + " ",
+                   positive_ids=held[0].positive_ids)
+    with pytest.raises(DataError, match="copy"):
+        assert_disjoint([*train, leak], held)
+
+
+def test_dedupe_examples() -> None:
+    a = [Example(id=f"q#mh{k}", context=("Q?",), query="Q?", positive_ids=("d",), group_id="q", source="f1")
+         for k in range(2)]
+    b = [Example(id="q", context=("Q?",), query="Q?", positive_ids=("d",), source="f2"),       # same id/group
+         Example(id="z", context=("q",), query="q", positive_ids=("d",), source="f2"),         # same text
+         Example(id="y", context=("other",), query="other", positive_ids=("d",), source="f2")]
+    assert [e.id for e in dedupe_examples([*a, *b])] == ["q#mh0", "q#mh1", "y"]
+
+
+# --- collation ----------------------------------------------------------------------------------------------
+
+def test_collate_pads_masks_and_truncates() -> None:
+    d = 4
+    ctx = [np.arange(3 * d, dtype=np.float64).reshape(3, d), np.ones((1, d)), np.full((5, d), 2.0)]
+    queries = [np.full(d, float(i)) for i in range(3)]
+    b = collate(ctx, queries, targets=queries)
+    assert b.context.shape == (3, 5, d) and b.context.dtype == torch.float32
+    assert b.context_mask.dtype == torch.bool and b.context_mask.sum(1).tolist() == [3, 1, 5]
+    assert b.context_mask[0].tolist() == [True, True, True, False, False]
+    assert torch.all(b.context[1, 1:] == 0) and b.query.shape == (3, d) and b.target is not None
+    t = collate(ctx, queries, max_context_length=2)
+    assert t.context.shape == (3, 2, d) and t.context_mask.sum(1).tolist() == [2, 1, 2]
+    # truncation keeps the most recent turns, oldest first
+    assert torch.equal(t.context[0], torch.tensor(ctx[0][1:], dtype=torch.float32))
+
+
+def test_collate_errors() -> None:
+    with pytest.raises(DataError, match="empty batch"):
+        collate([], [])
+    with pytest.raises(DataError, match="empty context"):
+        collate([np.zeros((0, 3))], [np.zeros(3)])
+    with pytest.raises(DataError, match="dim"):
+        collate([np.zeros((1, 3))], [np.zeros(4)])
+    with pytest.raises(DataError, match="max_context_length"):
+        collate([np.zeros((1, 3))], [np.zeros(3)], max_context_length=0)
+
+
+# --- pre-encoding -------------------------------------------------------------------------------------------
+
+class FakeEncoder:
+    """Deterministic test encoder (the real HFTextEncoder is too slow for unit tests on 2 CPUs)."""
+
+    name = "fake"
+    dim = 8
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> npt.NDArray[np.float32]:
+        self.calls.append(list(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i] = np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(self.dim)
+        return out
+
+
+def test_encoded_examples_encode_each_text_once() -> None:
+    corpus = {"d1": Document("d1", "one", "T"), "d2": Document("d2", "two")}
+    examples = [Example(id="a", context=("Q?",), query="Q?", positive_ids=("d1",), negative_ids=("d2",)),
+                Example(id="b", context=("Q?", "two"), query="Q?", positive_ids=("d2",), exclude_ids=("d1",))]
+    enc = FakeEncoder()
+    ec = EncodedCorpus(corpus, enc)
+    assert enc.calls == [["T: one", "two"]] and ec.rows(["d2"]) == (1,)
+    ee = EncodedExamples(examples, enc, ec)
+    assert enc.calls[1] == ["Q?", "two"] and len(enc.calls) == 2
+    assert ee.rows[1].context == (0, 1) and ee.rows[1].query == 0 and ee.rows[1].positives == (1,)
+    assert ee.rows[0].negatives == (1,) and ee.rows[1].excluded == (0,)
+    b = ee.batch([0, 1])
+    assert b.context.shape == (2, 2, 8) and b.context_mask.tolist() == [[True, False], [True, True]]
+    assert b.target is not None and torch.allclose(b.target[1], torch.from_numpy(ec.vectors[1]))
+    with pytest.raises(DataError, match="not in the encoded corpus"):
+        EncodedExamples([Example(id="c", context=("x",), query="x", positive_ids=("zz",))], enc, ec)
+
+
+# --- convert ------------------------------------------------------------------------------------------------
+
+def test_convert_cli(shared_data: Path, tmp_path: Path) -> None:
+    from training import convert
+
+    parser = argparse.ArgumentParser()
+    convert.add_cli_arguments(parser)
+    out_e, out_c = tmp_path / "e.jsonl", tmp_path / "c.jsonl"
+    args = parser.parse_args([str(shared_data / "hotpotqa" / "rpt_dev.jsonl"),
+                              str(shared_data / "hotpotqa" / "amor_dev.jsonl"), "--framing", "multi_hop",
+                              "--out-examples", str(out_e), "--out-corpus", str(out_c), "--extended"])
+    assert convert.run_cli(args) == 0
+    ds = read_generic(out_e, out_c)
+    assert ds.examples and all(e.framing == "multi_hop" and e.exclude_ids for e in ds.examples)
+    bad = parser.parse_args([str(shared_data / "hotpotqa" / "ecm_train_evidence.jsonl"), "--framing", "first_hop",
+                             "--out-examples", str(out_e), "--out-corpus", str(out_c)])
+    assert convert.run_cli(bad) == 2

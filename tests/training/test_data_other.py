@@ -1,0 +1,156 @@
+"""Doc2Dial, MuSiQue, NQ-open, LoCoMo on the shipped files; MS MARCO and the downloader on tmp files."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import gzip
+import hashlib
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prime_retriever.errors import DataError
+from training.data import Dataset, load_dataset, load_doc2dial, load_msmarco_dir, load_musique
+from training.data.doc2dial import cut_passages, iter_rows
+from training.data.download import download, download_hotpotqa
+
+
+@pytest.fixture(scope="module")
+def doc2dial(shared_data: Path) -> Dataset:
+    return load_doc2dial(shared_data / "doc2dial" / "doc2dial_rc_val.csv.zip")
+
+
+def test_doc2dial(shared_data: Path, doc2dial: Dataset) -> None:
+    ds = doc2dial
+    ds.validate()
+    assert len(ds.examples) == 3972 and len({e.group_id for e in ds.examples}) == 661
+    assert len({d.id.rsplit("#p", 1)[0] for d in ds.corpus.values()}) == 273
+    rows = {r["id"]: r for _, r in iter_rows(shared_data / "doc2dial" / "doc2dial_rc_val.csv.zip")}
+    for ex in ds.examples[:300]:
+        turns = rows[ex.id]["question"].split("\t")
+        assert ex.query == " ".join(turns[0].partition(":")[2].split())  # newest turn stored first
+        if len(turns) == 1:
+            assert ex.context == (ex.query,)
+        else:
+            assert len(ex.context) == len(turns) - 1
+            assert ex.context[0] == "user: " + " ".join(turns[-1].partition(":")[2].split())
+        answer = " ".join(ast.literal_eval(rows[ex.id]["answers"])["text"][0].split())
+        assert any(answer[:40] in ds.corpus[p].text for p in ex.positive_ids)
+    assert max(len(d.text.split()) for d in ds.corpus.values()) <= 180
+
+
+def test_cut_passages() -> None:
+    spans = {"1": "a b c ", "2": "\n\nHeading \n", "3": "d e ", "10": "f g h i "}
+    assert cut_passages(spans, min_words=2, max_words=5) == [
+        (("1",), "a b c"), (("2", "3"), "Heading d e"), (("10",), "f g h i")]
+
+
+def test_musique(shared_data: Path) -> None:
+    path = shared_data / "musique" / "hipporag_train100.json"
+    raw = json.loads(path.read_text())
+    first = load_musique(path, "first_hop")
+    first.validate()
+    assert len(first.examples) == len(raw) and len(first.corpus) == 1890
+    multi = load_musique(path, "multi_hop")
+    multi.validate()
+    for r, ex in zip(raw, first.examples, strict=True):
+        assert len(ex.positive_ids) == sum(p["is_supporting"] for p in r["paragraphs"])
+        chain = [first.corpus[p] for p in ex.positive_ids]
+        idx = [d["paragraph_support_idx"] for d in r["question_decomposition"]]
+        assert [c.title for c in chain] == [r["paragraphs"][i]["title"] for i in idx]
+    assert len(multi.examples) == sum(len(e.positive_ids) - 1 for e in first.examples)
+    ex = multi.examples[0]
+    assert ex.context == (ex.query, multi.corpus[ex.exclude_ids[0]].text)
+    # duplicate titles with different texts get distinct, deterministic ids
+    titles = [d.title for d in first.corpus.values()]
+    assert len(set(titles)) < len(titles) and any("#" in i for i in first.corpus)
+
+
+def test_nq_open(shared_data: Path) -> None:
+    path = shared_data / "nq_open" / "nq-open-oracle.jsonl.gz"
+    ds = load_dataset(path, "given")
+    ds.validate()
+    with gzip.open(path, "rt") as fh:
+        lines = fh.readlines()
+    assert len(ds.examples) == len(lines)
+    first = json.loads(lines[0])
+    gold = next(c for c in first["ctxs"] if c["isgold"])
+    ex = ds.examples[0]
+    assert ex.context == (first["question"],) and ds.corpus[ex.positive_ids[0]].title == gold["title"]
+
+
+def test_locomo(shared_data: Path) -> None:
+    ds = load_dataset(shared_data / "locomo" / "locomo10.zip", "given")
+    ds.validate()
+    assert len({e.id.split(":")[1] for e in ds.examples}) == 10
+    assert all(p.split(":")[0] == e.id.split(":")[1] for e in ds.examples for p in e.positive_ids)
+    assert len(ds.examples) > 1900 and sum(ds.skipped.values()) < 10
+    with pytest.raises(DataError, match="only the 'given' framing"):
+        load_dataset(shared_data / "locomo" / "locomo10.zip", "first_hop")
+
+
+def test_msmarco(tmp_path: Path) -> None:
+    (tmp_path / "collection.tsv").write_text("0\tThe cat sat.\n1\tDogs bark  loudly.\n2\tFish swim.\n")
+    (tmp_path / "queries.dev.tsv").write_text("10\twhat do dogs do\n11\twhere is the cat\n12\tno answer\n")
+    (tmp_path / "qrels.dev.tsv").write_text("10 0 1 1\n11 0 0 1\n11 0 2 0\n")
+    ds = load_dataset(tmp_path, "given")
+    ds.validate()
+    assert [(e.id, e.context, e.query, e.positive_ids) for e in ds.examples] == [
+        ("10", ("what do dogs do",), "what do dogs do", ("1",)),
+        ("11", ("where is the cat",), "where is the cat", ("0",))]
+    assert ds.corpus["1"].text == "Dogs bark loudly." and ds.skipped == {"no relevant passage": 1}
+    (tmp_path / "qrels.dev.tsv").write_text("10 0 7 1\n")
+    with pytest.raises(DataError, match="not in"):
+        load_msmarco_dir(tmp_path)
+    (tmp_path / "qrels.dev.tsv").write_text("10 0 1\n")
+    with pytest.raises(DataError, match=r"qrels.dev.tsv:1: expected"):
+        load_msmarco_dir(tmp_path)
+
+
+@pytest.fixture()
+def http_file(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
+    payload = b'[{"_id": "x"}]\n' * 1000
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / "f.json").write_bytes(payload)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path / "srv"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/f.json", payload
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_download_verifies(http_file: tuple[str, bytes], tmp_path: Path) -> None:
+    url, payload = http_file
+    good = hashlib.sha256(payload).hexdigest()
+    dest = tmp_path / "out" / "f.json"
+    assert download(url, dest, sha256=good) == good and dest.read_bytes() == payload
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        download(url, tmp_path / "out" / "g.json", sha256="0" * 64)
+    assert not (tmp_path / "out" / "g.json").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f.json"]  # no temp files left
+    with pytest.raises(DataError, match="no sha256 pin"):
+        download(url, tmp_path / "out" / "h.json", require_pin=True)
+    assert download(url, tmp_path / "out" / "h.json") == good  # unpinned: kept, hash returned
+
+
+def test_download_file_url(tmp_path: Path) -> None:
+    src = tmp_path / "src.json"
+    src.write_bytes(b"[]")
+    assert download(src.as_uri(), tmp_path / "dst.json", sha256=hashlib.sha256(b"[]").hexdigest())
+    with pytest.raises(DataError, match="download failed"):
+        download((tmp_path / "missing").as_uri(), tmp_path / "x.json")
+    with pytest.raises(DataError, match="no sha256 pin"):
+        download_hotpotqa(tmp_path, require_pin=True)

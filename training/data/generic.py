@@ -1,0 +1,158 @@
+"""The generic JSONL format every dataset can be converted to.
+
+Examples file, one JSON object a line::
+
+    {"id": str, "context": [str, ...], "query": str, "positive_ids": [str, ...], "negative_ids": [str, ...]}
+
+``negative_ids`` is optional. Documented optional extensions, written only with ``extended=True``
+and read when present: ``framing``, ``source``, ``group_id``, ``exclude_ids``.
+
+Corpus file, one JSON object a line: ``{"id": str, "text": str, "title": str}`` (``title`` optional).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prime_retriever.documents import Document
+from prime_retriever.errors import DataError
+from training.data.examples import GIVEN, Dataset, Example
+from training.data.jsonio import iter_jsonl
+
+EXAMPLE_KEYS = ("id", "context", "query", "positive_ids", "negative_ids")
+EXTENSION_KEYS = ("framing", "source", "group_id", "exclude_ids")
+
+
+def _str(rec: Mapping[str, Any], key: str, where: str, *, required: bool = True, default: str = "") -> str:
+    if key not in rec:
+        if required:
+            raise DataError(f"{where}: missing key {key!r}")
+        return default
+    v = rec[key]
+    if not isinstance(v, str):
+        raise DataError(f"{where}: key {key!r} must be a string, got {type(v).__name__}")
+    return v
+
+
+def _str_list(rec: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> tuple[str, ...]:
+    if key not in rec:
+        if required:
+            raise DataError(f"{where}: missing key {key!r}")
+        return ()
+    v = rec[key]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise DataError(f"{where}: key {key!r} must be a list of strings")
+    return tuple(v)
+
+
+def read_corpus(path: str | Path) -> dict[str, Document]:
+    """Read a generic corpus file; duplicate ids are an error."""
+    corpus: dict[str, Document] = {}
+    for n, rec in iter_jsonl(path):
+        where = f"{path}:{n}"
+        doc_id = _str(rec, "id", where)
+        if not doc_id:
+            raise DataError(f"{where}: empty 'id'")
+        if doc_id in corpus:
+            raise DataError(f"{where}: duplicate document id {doc_id!r}")
+        corpus[doc_id] = Document(id=doc_id, text=_str(rec, "text", where),
+                                  title=_str(rec, "title", where, required=False))
+    return corpus
+
+
+def read_examples(path: str | Path, corpus: Mapping[str, Document] | None = None, *,
+                  framing: str = GIVEN, source: str = "") -> list[Example]:
+    """Read a generic examples file; with ``corpus``, every positive (and negative) id must be in it.
+
+    ``framing`` and ``source`` apply to lines that do not carry their own (extension keys).
+    """
+    examples: list[Example] = []
+    seen: set[str] = set()
+    for n, rec in iter_jsonl(path):
+        where = f"{path}:{n}"
+        ex_id = _str(rec, "id", where)
+        if not ex_id:
+            raise DataError(f"{where}: empty 'id'")
+        if ex_id in seen:
+            raise DataError(f"{where}: duplicate example id {ex_id!r}")
+        seen.add(ex_id)
+        positives = _str_list(rec, "positive_ids", where)
+        if not positives:
+            raise DataError(f"{where}: 'positive_ids' is empty")
+        negatives = _str_list(rec, "negative_ids", where, required=False)
+        excluded = _str_list(rec, "exclude_ids", where, required=False)
+        if corpus is not None:
+            for kind, ids in (("positive", positives), ("negative", negatives), ("excluded", excluded)):
+                missing = [i for i in ids if i not in corpus]
+                if missing:
+                    raise DataError(f"{where}: {kind} ids not in the corpus: {missing[:5]}")
+        try:
+            examples.append(Example(
+                id=ex_id, context=_str_list(rec, "context", where), query=_str(rec, "query", where),
+                positive_ids=positives, negative_ids=negatives,
+                framing=_str(rec, "framing", where, required=False, default=framing),
+                source=_str(rec, "source", where, required=False, default=source),
+                group_id=_str(rec, "group_id", where, required=False), exclude_ids=excluded))
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from exc
+    return examples
+
+
+def read_generic(examples_path: str | Path, corpus_path: str | Path, *, name: str | None = None,
+                 framing: str = GIVEN) -> Dataset:
+    """Read a generic examples file and its corpus as a validated :class:`Dataset`."""
+    corpus = read_corpus(corpus_path)
+    label = name or Path(examples_path).stem
+    return Dataset(name=label, examples=read_examples(examples_path, corpus, framing=framing, source=label),
+                   corpus=corpus)
+
+
+def example_record(ex: Example, *, extended: bool = False) -> dict[str, Any]:
+    """The JSON object of one example."""
+    rec: dict[str, Any] = {"id": ex.id, "context": list(ex.context), "query": ex.query,
+                           "positive_ids": list(ex.positive_ids), "negative_ids": list(ex.negative_ids)}
+    if extended:
+        rec.update(framing=ex.framing, source=ex.source, group_id=ex.group_id, exclude_ids=list(ex.exclude_ids))
+    return rec
+
+
+def _atomic_write_lines(path: str | Path, lines: Iterable[str]) -> int:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(line)
+                fh.write("\n")
+                n += 1
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def write_examples(path: str | Path, examples: Iterable[Example], *, extended: bool = False) -> int:
+    """Write examples (atomically); returns the number of lines written."""
+    return _atomic_write_lines(path, (json.dumps(example_record(e, extended=extended), ensure_ascii=False)
+                                      for e in examples))
+
+
+def write_corpus(path: str | Path, corpus: Iterable[Document]) -> int:
+    """Write documents (atomically); returns the number of lines written."""
+    return _atomic_write_lines(path, (json.dumps({"id": d.id, "text": d.text, "title": d.title}, ensure_ascii=False)
+                                      for d in corpus))
+
+
+def write_generic(dataset: Dataset, examples_path: str | Path, corpus_path: str | Path, *,
+                  extended: bool = False) -> tuple[int, int]:
+    """Write a dataset's examples and corpus; returns (examples written, documents written)."""
+    return (write_examples(examples_path, dataset.examples, extended=extended),
+            write_corpus(corpus_path, dataset.corpus.values()))

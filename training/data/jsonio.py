@@ -1,0 +1,59 @@
+"""Reading JSON / JSON-lines files with errors that name the file and line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prime_retriever.errors import DataError
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a (optionally gzipped) JSONL file."""
+    p = Path(path)
+    opener = gzip.open if p.suffix == ".gz" else open
+    try:
+        with opener(p, "rt", encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{p}:{n}: invalid JSON: {exc.msg}") from exc
+                if not isinstance(obj, dict):
+                    raise DataError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
+                yield n, obj
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read: {exc}") from exc
+
+
+def load_json(path: str | Path) -> Any:
+    """Load a whole JSON file, raising :class:`DataError` on unreadable or invalid files."""
+    p = Path(path)
+    try:
+        with open(p, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{p}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read: {exc}") from exc
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(where, record)`` from a JSON list (``.json``) or JSONL file; ``where`` = ``file:line``/``file[i]``."""
+    p = Path(path)
+    if p.suffix == ".json":
+        data = load_json(p)
+        if not isinstance(data, list):
+            raise DataError(f"{p}: expected a JSON list of records, got {type(data).__name__}")
+        for i, obj in enumerate(data):
+            if not isinstance(obj, dict):
+                raise DataError(f"{p}[{i}]: expected a JSON object, got {type(obj).__name__}")
+            yield f"{p}[{i}]", obj
+    else:
+        for n, obj in iter_jsonl(p):
+            yield f"{p}:{n}", obj
