@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 import torch
 
 from prime_retriever.documents import Document
+from prime_retriever.embedding_cache import CachedEncoder, EmbeddingCache
+from prime_retriever.encoders import HFTextEncoder
 from prime_retriever.errors import DataError
 from training.data import (
     Dataset,
@@ -167,36 +167,21 @@ def test_collate_errors() -> None:
 
 # --- pre-encoding -------------------------------------------------------------------------------------------
 
-class FakeEncoder:
-    """Deterministic test encoder (the real HFTextEncoder is too slow for unit tests on 2 CPUs)."""
-
-    name = "fake"
-    dim = 8
-
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> npt.NDArray[np.float32]:
-        self.calls.append(list(texts))
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            out[i] = np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(self.dim)
-        return out
-
-
-def test_encoded_examples_encode_each_text_once() -> None:
+def test_encoded_examples_encode_each_text_once(minilm: HFTextEncoder, tmp_path: Path) -> None:
     corpus = {"d1": Document("d1", "one", "T"), "d2": Document("d2", "two")}
     examples = [Example(id="a", context=("Q?",), query="Q?", positive_ids=("d1",), negative_ids=("d2",)),
                 Example(id="b", context=("Q?", "two"), query="Q?", positive_ids=("d2",), exclude_ids=("d1",))]
-    enc = FakeEncoder()
+    enc = CachedEncoder(minilm, EmbeddingCache(tmp_path))
     ec = EncodedCorpus(corpus, enc)
-    assert enc.calls == [["T: one", "two"]] and ec.rows(["d2"]) == (1,)
+    assert (enc.encode_calls, enc.encoded_texts) == (1, 2) and ec.rows(["d2"]) == (1,)
+    np.testing.assert_allclose(ec.vectors, minilm.encode(["T: one", "two"]), atol=1e-6)
     ee = EncodedExamples(examples, enc, ec)
-    assert enc.calls[1] == ["Q?", "two"] and len(enc.calls) == 2
+    # only "Q?" is new: "two" is served from the cache, and nothing is encoded twice
+    assert (enc.encode_calls, enc.encoded_texts) == (2, 3)
     assert ee.rows[1].context == (0, 1) and ee.rows[1].query == 0 and ee.rows[1].positives == (1,)
     assert ee.rows[0].negatives == (1,) and ee.rows[1].excluded == (0,)
     b = ee.batch([0, 1])
-    assert b.context.shape == (2, 2, 8) and b.context_mask.tolist() == [[True, False], [True, True]]
+    assert b.context.shape == (2, 2, 384) and b.context_mask.tolist() == [[True, False], [True, True]]
     assert b.target is not None and torch.allclose(b.target[1], torch.from_numpy(ec.vectors[1]))
     with pytest.raises(DataError, match="not in the encoded corpus"):
         EncodedExamples([Example(id="c", context=("x",), query="x", positive_ids=("zz",))], enc, ec)
