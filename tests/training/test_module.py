@@ -1,0 +1,117 @@
+"""The Lightning module: schedule, metrics, loss assembly, confidence head, Y-Encoder fine-tuning."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from prime_retriever.checkpoint import read_meta
+from prime_retriever.config import PredictorConfig, TrainingConfig
+from training.module import PredictorModule, TrainableYEncoder, retrieval_metrics, warmup_cosine
+from training.training_set import TrainingSet, collate_training_batch
+
+D = 8
+
+
+def _config(**kw: object) -> PredictorConfig:
+    return PredictorConfig(input_dim=D, output_dim=D, hidden_dim=16, num_heads=2, num_layers=1,
+                           use_torch_compile=False, **kw)  # type: ignore[arg-type]
+
+
+def _tset(n: int = 6, c: int = 10) -> TrainingSet:
+    g = torch.Generator().manual_seed(0)
+    corpus = torch.nn.functional.normalize(torch.randn(c, D, generator=g), dim=-1)
+    return TrainingSet(
+        context=torch.randn(n, 2, D, generator=g), context_mask=torch.tensor([[True, True]] * n),
+        query=torch.nn.functional.normalize(torch.randn(n, D, generator=g), dim=-1),
+        gold=torch.tensor([[i % c, (i + 1) % c] for i in range(n)]),
+        negatives=torch.tensor([[(i + 3) % c] for i in range(n)]),
+        excluded=torch.full((n, 1), -1), corpus=corpus, corpus_ids=[f"d{i}" for i in range(c)])
+
+
+def test_warmup_then_cosine() -> None:
+    assert warmup_cosine(0, 10, 110) == pytest.approx(0.1)
+    assert warmup_cosine(9, 10, 110) == pytest.approx(1.0)
+    assert warmup_cosine(10, 10, 110) == pytest.approx(1.0)
+    assert warmup_cosine(60, 10, 110) == pytest.approx(0.5)
+    assert warmup_cosine(110, 10, 110) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_retrieval_metrics_by_hand() -> None:
+    corpus = torch.eye(4)
+    pred = torch.tensor([[0.9, 0.5, 0.1, 0.0], [0.0, 0.0, 0.2, 1.0]])
+    gold = torch.tensor([[1, 2], [0, -1]])
+    rec, rr = retrieval_metrics(pred, corpus, gold, k=2)
+    # row 0 ranks: d0 1st, d1 2nd, d2 3rd → golds d1 (rank 2, in top 2), d2 (rank 3) → recall 0.5, rr 1/2
+    # row 1: d3, d2, then d0/d1 tie at 0 → d0 rank 3 → recall 0, rr 1/3
+    assert rec.tolist() == pytest.approx([0.5, 0.0])
+    assert rr.tolist() == pytest.approx([0.5, 1 / 3])
+    # excluding d0 for row 0 moves its golds up one place
+    rec, rr = retrieval_metrics(pred, corpus, gold, torch.tensor([[0], [-1]]), k=2)
+    assert rec.tolist() == pytest.approx([1.0, 0.0])
+    assert rr.tolist() == pytest.approx([1.0, 1 / 3])
+
+
+def test_loss_assembly_and_confidence_target() -> None:
+    torch.manual_seed(0)
+    tset = _tset()
+    module = PredictorModule(_config(residual=True), TrainingConfig(batch_size=4, warmup_steps=0,
+                             y_encoder_lr_multiplier=0.0, gradient_checkpointing=True), total_steps=10)
+    assert module.model.gradient_checkpointing
+    batch = collate_training_batch(tset, [0, 1, 2, 3], num_hard_negatives=1)
+    parts = module.compute_loss(batch)
+    assert module.last_num_candidates == 4
+    # the confidence head starts at logit 0: BCE = log 2 whatever the target
+    assert parts["confidence_bce"].item() == pytest.approx(math.log(2), abs=1e-6)
+    assert parts["loss"].item() == pytest.approx(parts["infonce"].item() + 0.1 * math.log(2), abs=1e-5)
+    parts["loss"].backward()
+    head = module.model.confidence_head.weight.grad
+    trunk = module.model.query_proj.weight.grad
+    assert trunk is not None and float(trunk.abs().sum()) == 0.0  # residual: output_proj starts at zero
+    assert module.model.output_proj.weight.grad is not None
+    assert float(module.model.output_proj.weight.grad.abs().sum()) > 0
+    assert head is not None  # the head is trained, on a detached state
+
+
+def test_sampled_positive_is_a_gold_and_hard_negatives_are_real() -> None:
+    tset = _tset()
+    for seed in range(5):
+        batch = collate_training_batch(tset, [0, 1, 2], num_hard_negatives=2,
+                                       generator=torch.Generator().manual_seed(seed))
+        for i in range(3):
+            assert int(batch["positive_row"][i]) in tset.gold[i].tolist()
+        assert batch["hard_negative_mask"].sum(dim=1).tolist() == [1, 1, 1]
+        assert torch.equal(batch["target"], tset.corpus[batch["positive_row"]])
+
+
+def test_y_encoder_fine_tuning_saves_with_the_checkpoint(tmp_path: Path) -> None:
+    from prime_retriever.encoders import default_encoder_path
+    from training.trainer import BestCheckpoint
+
+    y = TrainableYEncoder(default_encoder_path(), max_length=32)
+    dim = y.model.config.hidden_size
+    cfg = PredictorConfig(input_dim=dim, output_dim=dim, hidden_dim=32, num_heads=2, num_layers=1,
+                          use_torch_compile=False)
+    texts = ["Paris is the capital of France.", "The Nile is a river.", "Mount Everest is high.", "Cats purr."]
+    module = PredictorModule(cfg, TrainingConfig(batch_size=2, warmup_steps=0, y_encoder_lr_multiplier=0.1,
+                                                 gradient_checkpointing=False),
+                             total_steps=5, y_encoder=y, corpus_texts=texts)
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    assert groups[-1]["lr"] == pytest.approx(1e-4 * 0.1)
+    batch = {"context": torch.randn(2, 1, dim), "context_mask": torch.ones(2, 1, dtype=torch.bool),
+             "query": torch.randn(2, dim), "positive_row": torch.tensor([0, 2]),
+             "target": torch.zeros(2, dim), "gold": torch.tensor([[0], [2]])}
+    module.compute_loss(batch)["loss"].backward()
+    grads = [p.grad for p in y.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+
+    class _T:
+        global_step = 3
+
+    BestCheckpoint(tmp_path / "ck", encoder=None).save(_T(), module, {"val_mrr": 0.5})  # type: ignore[arg-type]
+    meta = read_meta(tmp_path / "ck")
+    assert meta.needs_reindex and meta.y_encoder_dir == "y_encoder"
+    assert (tmp_path / "ck" / "y_encoder" / "config.json").is_file()

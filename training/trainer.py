@@ -1,0 +1,481 @@
+"""Train a predictor: the :func:`train_predictor` Python API and the ``prime-retriever train`` command.
+
+:func:`train_predictor` encodes the corpus and the examples once (pass a ``CachedEncoder`` to share
+the work across runs), builds a :class:`~training.module.PredictorModule` and runs a Lightning
+``Trainer``: mixed precision (``bf16-mixed`` on CPU, ``16-mixed`` on CUDA when
+``TrainingConfig.mixed_precision``), validation every epoch, the best checkpoint (by ``val_mrr``)
+saved in the project's own format (:func:`prime_retriever.checkpoint.save_checkpoint`), early
+stopping on ``val_mrr``, a CSV logger (W&B on request), a progress bar and deterministic seeds.
+Multi-process training uses Lightning's DDP strategies (``strategy="ddp"`` / ``"ddp_spawn"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from torch.utils.data import DataLoader
+
+from prime_retriever.checkpoint import DatasetInfo, EncoderInfo, Provenance, save_checkpoint
+from prime_retriever.config import PredictorConfig, TrainingConfig
+from prime_retriever.documents import Document
+from prime_retriever.errors import PrimeError
+from prime_retriever.predictor import EmbeddingPredictor
+from training.data.encoded import TextEncoderLike
+from training.data.examples import Example
+from training.module import PredictorModule, TrainableYEncoder, evaluate_retrieval
+from training.training_set import (
+    Batch,
+    TrainingSet,
+    build_training_sets,
+    collate_eval_batch,
+    collate_training_batch,
+    index_dataset,
+)
+
+__all__ = ["BestCheckpoint", "TrainResult", "add_cli_arguments", "resolve_precision", "run_cli", "train_predictor"]
+
+Y_ENCODER_DIR = "y_encoder"
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    checkpoint_path: Path | None
+    best_metrics: dict[str, float]
+    initial_metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    final_train_loss: float
+    samples_per_second: float
+    steps: int
+    epochs: int
+    train_seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class _TrainCollator:
+    def __init__(self, tset: TrainingSet, num_hard_negatives: int) -> None:
+        self.tset = tset
+        self.k = num_hard_negatives
+
+    def __call__(self, indices: Sequence[int]) -> Batch:
+        return collate_training_batch(self.tset, indices, num_hard_negatives=self.k)
+
+
+class _EvalCollator:
+    def __init__(self, tset: TrainingSet) -> None:
+        self.tset = tset
+
+    def __call__(self, indices: Sequence[int]) -> Batch:
+        return collate_eval_batch(self.tset, indices)
+
+
+class BestCheckpoint(Callback):
+    """Save the predictor in the project's checkpoint format whenever ``monitor`` improves (rank 0 only)."""
+
+    def __init__(self, path: str | Path, *, encoder: EncoderInfo | None, datasets: Sequence[DatasetInfo] = (),
+                 monitor: str = "val_mrr", save_last_if_no_val: bool = True) -> None:
+        self.path = Path(path)
+        self.encoder = encoder
+        self.datasets = list(datasets)
+        self.monitor = monitor
+        self.best: float | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.save_last_if_no_val = save_last_if_no_val
+        self.saved = False
+
+    def save(self, trainer: L.Trainer, module: PredictorModule, metrics: dict[str, float]) -> None:
+        y_dir: str | None = None
+        if module.y_encoder is not None:
+            module.y_encoder.save_pretrained(self.path / Y_ENCODER_DIR)
+            y_dir = Y_ENCODER_DIR
+        tc = module.training_config
+        hyper: dict[str, float | int | str | bool | None] = {k: v for k, v in tc.model_dump().items()}
+        hyper["global_step"] = trainer.global_step
+        save_checkpoint(
+            module.model, self.path, encoder=self.encoder,
+            provenance=Provenance(datasets=self.datasets, metrics=metrics, hyperparameters=hyper,
+                                  recipe="InfoNCE (in-batch negatives) + confidence BCE; prime_retriever.training"),
+            needs_reindex=y_dir is not None, y_encoder_dir=y_dir,
+        )
+        self.saved = True
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not isinstance(pl_module, PredictorModule):
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        v = float(value)
+        if self.best is None or v > self.best:
+            self.best = v
+            self.best_metrics = {k: float(t) for k, t in trainer.callback_metrics.items()
+                                 if k.startswith("val_")}
+            if trainer.is_global_zero:
+                self.save(trainer, pl_module, self.best_metrics)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (self.best is None and self.save_last_if_no_val and trainer.is_global_zero
+                and isinstance(pl_module, PredictorModule)):
+            self.save(trainer, pl_module, {})
+
+
+class _Throughput(Callback):
+    """Time spent in training batches (forward, backward, optimiser), the samples they held, and step losses."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.samples = 0
+        self.losses: list[float] = []
+        self._t0 = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.seconds += time.perf_counter() - self._t0
+        self.samples += int(batch["query"].shape[0]) * trainer.world_size
+        loss = trainer.callback_metrics.get("train_loss_step")
+        if loss is not None:
+            self.losses.append(float(loss))
+
+
+def resolve_precision(training_config: TrainingConfig, accelerator: str, precision: str | None) -> str:
+    """``precision`` if given, else ``bf16-mixed`` (CPU) / ``16-mixed`` (CUDA) with mixed precision, else 32."""
+    if precision is not None:
+        return precision
+    if not training_config.mixed_precision:
+        return "32-true"
+    cuda = accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
+    return "16-mixed" if cuda else "bf16-mixed"
+
+
+def _y_encoder_path(encoder: Any) -> str | None:
+    for obj in (encoder, getattr(encoder, "encoder", None)):
+        path = getattr(obj, "model_path", None)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def train_predictor(
+    train_examples: Sequence[Example],
+    val_examples: Sequence[Example],
+    corpus: Mapping[str, Document],
+    encoder: TextEncoderLike,
+    predictor_config: PredictorConfig,
+    training_config: TrainingConfig,
+    out_dir: str | Path,
+    *,
+    max_steps: int | None = None,
+    time_budget_s: float | None = None,
+    seed: int = 0,
+    precision: str | None = None,
+    num_hard_negatives: int = 0,
+    patience: int = 5,
+    accelerator: str = "cpu",
+    devices: int = 1,
+    strategy: str = "auto",
+    logger: str | None = "csv",
+    log_dir: str | Path | None = None,
+    progress_bar: bool = True,
+    dataset_names: Sequence[str] = (),
+    model: EmbeddingPredictor | None = None,
+    y_encoder_path: str | None = None,
+    confidence_weight: float = 0.1,
+    num_threads: int | None = None,
+    verbose: bool = True,
+) -> TrainResult:
+    """Train a predictor on ``train_examples``, validate on ``val_examples``, save the best checkpoint.
+
+    Args:
+        train_examples / val_examples: disjoint example lists (``val_examples`` may be empty: no
+            validation, the final model is saved).
+        corpus: every document the examples name (the validation candidates).
+        encoder: the X/Y-Encoder (a ``CachedEncoder`` shares the encoding across runs).
+        predictor_config: its ``input_dim`` / ``output_dim`` must equal ``encoder.dim``.
+        training_config: hyper-parameters; ``y_encoder_lr_multiplier > 0`` fine-tunes the encoder's
+            Hugging Face model (``y_encoder_path`` or the encoder's ``model_path``).
+        out_dir: the checkpoint directory (project format); logs go to ``log_dir`` (default
+            ``<out_dir>.logs``).
+        max_steps / time_budget_s: stop after that many optimiser steps / seconds (else
+            ``training_config.num_epochs`` epochs).
+        precision: Lightning precision; None picks it from ``training_config.mixed_precision``.
+        num_hard_negatives: explicit hard negatives per row from ``Example.negative_ids``.
+        patience: early-stopping patience in validations without a better ``val_mrr``.
+        num_threads: ``torch.set_num_threads`` for the run (1 avoids thrashing on a shared, busy CPU).
+    """
+    out = Path(out_dir)
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    L.seed_everything(seed, workers=True)
+    if encoder.dim not in (predictor_config.input_dim,) or encoder.dim != predictor_config.output_dim:
+        raise PrimeError(f"encoder {encoder.name!r} has dim {encoder.dim}; the predictor expects "
+                         f"input_dim={predictor_config.input_dim}, output_dim={predictor_config.output_dim}")
+    train_set, val_set, enc_corpus = build_training_sets(
+        train_examples, val_examples, corpus, encoder, max_context_length=predictor_config.max_context_length)
+    bs = training_config.batch_size
+    steps_per_epoch = max(len(train_set) // (bs * devices), 1)
+    # max_steps, when given, overrides num_epochs; otherwise num_epochs bounds the run
+    total = max_steps if max_steps is not None else steps_per_epoch * training_config.num_epochs
+    y_encoder: TrainableYEncoder | None = None
+    corpus_texts: list[str] | None = None
+    if training_config.y_encoder_lr_multiplier > 0:
+        path = y_encoder_path or _y_encoder_path(encoder)
+        if path is None:
+            raise PrimeError("y_encoder_lr_multiplier > 0 needs a Hugging Face Y-Encoder: pass y_encoder_path")
+        y_encoder = TrainableYEncoder(path)
+        corpus_texts = [corpus[i].encoding_text for i in enc_corpus.ids]
+    module = PredictorModule(
+        predictor_config, training_config, total_steps=total, val_set=val_set,
+        num_hard_negatives=num_hard_negatives, confidence_weight=confidence_weight,
+        y_encoder=y_encoder, corpus_texts=corpus_texts, model=model,
+    )
+    initial: dict[str, float] = {}
+    baseline: dict[str, float] = {}
+    if val_set is not None:
+        initial = evaluate_retrieval(module.model, val_set)
+        if val_set.query.shape[1] == val_set.corpus.shape[1]:
+            baseline = evaluate_retrieval(None, val_set)
+            module.baseline = baseline
+    train_loader = DataLoader(index_dataset(train_set), batch_size=bs, shuffle=True,
+                              drop_last=len(train_set) >= bs * devices,
+                              collate_fn=_TrainCollator(train_set, num_hard_negatives))
+    val_loader = (DataLoader(index_dataset(val_set), batch_size=256, shuffle=False,
+                             collate_fn=_EvalCollator(val_set)) if val_set is not None else None)
+    ckpt_cb = BestCheckpoint(out, encoder=EncoderInfo(name=encoder.name, dim=encoder.dim),
+                             datasets=[DatasetInfo(name=n[:200], n_examples=len(train_examples))
+                                       for n in dataset_names])
+    thr = _Throughput()
+    callbacks: list[Callback] = [ckpt_cb, thr]
+    if val_set is not None and patience > 0:
+        callbacks.append(EarlyStopping(monitor="val_mrr", mode="max", patience=patience, strict=False))
+    logs = Path(log_dir) if log_dir is not None else out.with_name(out.name + ".logs")
+    pl_logger: Any = False
+    if logger == "wandb":
+        try:
+            from lightning.pytorch.loggers import WandbLogger
+
+            pl_logger = WandbLogger(save_dir=str(logs), project="prime-retriever")
+        except (ImportError, ModuleNotFoundError):
+            warnings.warn("wandb is not installed: logging to CSV instead", stacklevel=2)
+            logger = "csv"
+    if logger == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        pl_logger = CSVLogger(save_dir=str(logs), name="train")
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=devices, strategy=strategy,
+        precision=resolve_precision(training_config, accelerator, precision),  # type: ignore[arg-type]
+        max_epochs=training_config.num_epochs if max_steps is None else -1,
+        max_steps=max_steps if max_steps is not None else -1,
+        max_time=dt.timedelta(seconds=time_budget_s) if time_budget_s is not None else None,
+        callbacks=callbacks, logger=pl_logger, enable_progress_bar=progress_bar,
+        enable_checkpointing=False, num_sanity_val_steps=0, deterministic=True,
+        log_every_n_steps=min(10, steps_per_epoch), enable_model_summary=verbose,
+        limit_val_batches=1.0 if val_loader is not None else 0,
+    )
+    trainer.fit(module, train_loader, val_loader)
+    tail = thr.losses[-max(steps_per_epoch, 1):]
+    final_loss = sum(tail) / len(tail) if tail else float("nan")
+    return TrainResult(
+        checkpoint_path=out if ckpt_cb.saved or (out / "meta.json").exists() else None,
+        best_metrics=dict(ckpt_cb.best_metrics),
+        initial_metrics=initial,
+        baseline_metrics=baseline,
+        final_train_loss=final_loss,
+        samples_per_second=thr.samples / thr.seconds if thr.seconds > 0 else 0.0,
+        steps=trainer.global_step,
+        epochs=trainer.current_epoch,
+        train_seconds=thr.seconds,
+        history=list(module.history),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+_PREDICTOR_FLAGS = ("hidden_dim", "num_layers", "num_heads", "dropout", "max_context_length", "residual",
+                    "attention_layout", "block_type")
+
+
+def _bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {s!r}")
+
+
+def _add_model_flags(parser: argparse.ArgumentParser, model: type[Any], names: Sequence[str] | None,
+                     title: str) -> None:
+    group = parser.add_argument_group(title)
+    for name, info in model.model_fields.items():
+        if names is not None and name not in names:
+            continue
+        flag = "--" + name.replace("_", "-")
+        ann = info.annotation
+        kind: Any = _bool if ann is bool else int if ann is int else float if ann is float else str
+        extra: dict[str, Any] = {}
+        if name == "attention_layout":
+            extra["choices"] = ["bidirectional", "prefix"]
+        if name == "block_type":
+            extra["choices"] = ["standard", "llama"]
+        default = info.default
+        if name == "y_encoder_lr_multiplier":
+            default = 0.0
+        group.add_argument(flag, type=kind, default=None, metavar=name.upper() if kind is not _bool else "BOOL",
+                           help=f"{info.description or name} (default: {default})", **extra)
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``prime-retriever train``."""
+    parser.add_argument("--data", nargs="+", required=True, metavar="FILE",
+                        help="dataset files (any format training.data detects; HotpotQA files are pooled)")
+    parser.add_argument("--framing", default="first_hop", choices=["first_hop", "multi_hop", "given"])
+    parser.add_argument("--out", required=True, metavar="CKPT", help="checkpoint directory to write")
+    parser.add_argument("--config", metavar="FILE", help="JSON/YAML with 'predictor' and/or 'training' sections")
+    parser.add_argument("--corpus", metavar="FILE", help="corpus file for generic JSONL data")
+    parser.add_argument("--eval-fraction", type=float, default=0.1, help="held-out share of questions (default 0.1)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this many seconds")
+    parser.add_argument("--limit", type=int,
+                        help="use only the first N examples (before the split) and only the documents they name")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", help="Lightning precision (default: from --mixed-precision)")
+    parser.add_argument("--hard-negatives", type=int, default=0, metavar="K",
+                        help="explicit hard negatives per row from the examples' negative_ids")
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience (validations)")
+    parser.add_argument("--encoder", help="X/Y-Encoder model folder (default: the bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--cache-dir", help="embedding cache root (default: $PRIME_CACHE_DIR or ~/.cache)")
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp, ddp_spawn")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--wandb", action="store_true", help="log to Weights & Biases (if installed)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    _add_model_flags(parser, PredictorConfig, _PREDICTOR_FLAGS, "predictor")
+    _add_model_flags(parser, TrainingConfig, None, "training")
+
+
+def _read_config(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        raw = yaml.safe_load(text)
+    else:
+        raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise PrimeError(f"{path}: expected a mapping")
+    return raw
+
+
+def _split_config(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    pred = dict(raw.get("predictor", {}))
+    train = dict(raw.get("training", {}))
+    for k, v in raw.items():
+        if k in ("predictor", "training"):
+            continue
+        if k in PredictorConfig.model_fields:
+            pred[k] = v
+        elif k in TrainingConfig.model_fields:
+            train[k] = v
+        else:
+            raise PrimeError(f"unknown config key {k!r}")
+    return pred, train
+
+
+def _load_data(paths: Sequence[str], framing: str, corpus_path: str | None) -> Any:
+    from training.data import load_dataset, load_hotpotqa_pool, merge_datasets
+    from training.data.registry import detect
+    from training.data.splits import dedupe_examples
+
+    hotpot = [p for p in paths if detect(p) == "hotpotqa" and not Path(p).name.startswith("ecm_")]
+    others = [p for p in paths if p not in hotpot]
+    datasets = []
+    if hotpot:
+        datasets.append(load_hotpotqa_pool(hotpot, framing))
+    for p in others:
+        datasets.append(load_dataset(p, framing, corpus_path=corpus_path))
+    ds = datasets[0] if len(datasets) == 1 else merge_datasets("+".join(d.name for d in datasets), datasets)
+    if len(datasets) > 1:
+        ds.examples = dedupe_examples(ds.examples)
+    return ds
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``prime-retriever train``: load, split, encode, train, print the figures."""
+    from prime_retriever.embedding_cache import CachedEncoder, EmbeddingCache
+    from prime_retriever.encoders import HFTextEncoder
+    from training.data import assert_disjoint, split_examples
+
+    pred_cfg, train_cfg = _split_config(_read_config(args.config))
+    for name in PredictorConfig.model_fields:
+        if name in _PREDICTOR_FLAGS and getattr(args, name, None) is not None:
+            pred_cfg[name] = getattr(args, name)
+    for name in TrainingConfig.model_fields:
+        if getattr(args, name, None) is not None:
+            train_cfg[name] = getattr(args, name)
+    train_cfg.setdefault("y_encoder_lr_multiplier", 0.0)
+
+    ds = _load_data(args.data, args.framing, args.corpus)
+    examples = list(ds.examples)
+    corpus = ds.corpus
+    if args.limit is not None:
+        examples = examples[: args.limit]
+        named = {d for e in examples for d in (*e.positive_ids, *e.negative_ids, *e.exclude_ids)}
+        corpus = {k: v for k, v in ds.corpus.items() if k in named}
+    train_ex, val_ex = split_examples(examples, args.eval_fraction, salt=str(args.seed))
+    assert_disjoint(train_ex, val_ex, check_query_text=args.framing != "given")
+    encoder_inner = HFTextEncoder(args.encoder)
+    encoder = CachedEncoder(encoder_inner, EmbeddingCache(args.cache_dir) if args.cache_dir else None)
+    pred_cfg.setdefault("input_dim", encoder.dim)
+    pred_cfg.setdefault("output_dim", encoder.dim)
+    pcfg = PredictorConfig(**pred_cfg)
+    tcfg = TrainingConfig(**train_cfg)
+    print(f"data: {ds.name}: {len(train_ex)} train / {len(val_ex)} held-out examples ({args.framing}), "
+          f"corpus {len(corpus)} documents", flush=True)
+    print(f"predictor: {pcfg.model_dump_json()}", flush=True)
+    print(f"training: {tcfg.model_dump_json()}", flush=True)
+    res = train_predictor(
+        train_ex, val_ex, corpus, encoder, pcfg, tcfg, args.out,
+        max_steps=args.max_steps, time_budget_s=args.time_budget, seed=args.seed, precision=args.precision,
+        num_hard_negatives=args.hard_negatives, patience=args.patience, accelerator=args.accelerator,
+        devices=args.devices, strategy=args.strategy, logger="wandb" if args.wandb else "csv",
+        progress_bar=not args.no_progress, dataset_names=[ds.name], num_threads=args.threads,
+    )
+    print()
+    print(f"steps: {res.steps} ({res.epochs} epochs), checkpoint: {res.checkpoint_path}")
+    print(f"final InfoNCE loss: {res.final_train_loss:.4f}")
+    print(f"training throughput: {res.samples_per_second:.1f} samples/s")
+    if res.best_metrics:
+        b, i, q = res.best_metrics, res.initial_metrics, res.baseline_metrics
+        print(f"validation on {len(val_ex)} held-out questions (corpus {len(corpus)} documents):")
+        nan = float("nan")
+        print(f"  predictor (best): R@10 {b.get('val_r@10', nan):.4f}  MRR {b.get('val_mrr', nan):.4f}")
+        if q:
+            print(f"  query-embedding baseline: R@10 {q['r@10']:.4f}  MRR {q['mrr']:.4f}")
+        if i:
+            print(f"  untrained predictor: R@10 {i['r@10']:.4f}  MRR {i['mrr']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from prime_retriever.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))
