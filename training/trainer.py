@@ -96,14 +96,27 @@ class BestCheckpoint(Callback):
         self.save_last_if_no_val = save_last_if_no_val
         self.saved = False
 
+    def seed(self, module: PredictorModule, metrics: dict[str, float]) -> None:
+        """Score the model before training as the first candidate: an epoch must beat it to be kept.
+
+        A residual predictor starts exactly at the query-embedding baseline, so the saved
+        checkpoint is never worse than the baseline on the validation split.
+        """
+        self.best = metrics[self.monitor]
+        self.best_metrics = dict(metrics)
+        self._save(0, module, self.best_metrics)
+
     def save(self, trainer: L.Trainer, module: PredictorModule, metrics: dict[str, float]) -> None:
+        self._save(trainer.global_step, module, metrics)
+
+    def _save(self, global_step: int, module: PredictorModule, metrics: dict[str, float]) -> None:
         y_dir: str | None = None
         if module.y_encoder is not None:
             module.y_encoder.save_pretrained(self.path / Y_ENCODER_DIR)
             y_dir = Y_ENCODER_DIR
         tc = module.training_config
         hyper: dict[str, float | int | str | bool | None] = {k: v for k, v in tc.model_dump().items()}
-        hyper["global_step"] = trainer.global_step
+        hyper["global_step"] = global_step
         save_checkpoint(
             module.model, self.path, encoder=self.encoder,
             provenance=Provenance(datasets=self.datasets, metrics=metrics, hyperparameters=hyper,
@@ -260,6 +273,8 @@ def train_predictor(
     ckpt_cb = BestCheckpoint(out, encoder=EncoderInfo(name=encoder.name, dim=encoder.dim),
                              datasets=[DatasetInfo(name=n[:200], n_examples=len(train_examples))
                                        for n in dataset_names])
+    if initial:
+        ckpt_cb.seed(module, {f"val_{k}": v for k, v in initial.items()})
     thr = _Throughput()
     callbacks: list[Callback] = [ckpt_cb, thr]
     if val_set is not None and patience > 0:

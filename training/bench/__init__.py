@@ -1,0 +1,77 @@
+"""``prime-retriever bench``: predicted embeddings against the query-embedding baseline, end to end.
+
+Inputs: ``--preset shipped`` (HotpotQA + MuSiQue + Doc2Dial from ``$PRIME_DATA_DIR``), or
+``--train``/``--eval``/``--corpus`` files in any supported format, or ``--dataset msmarco
+--msmarco-dir DIR``. Outputs: a markdown table on stdout, ``DIR/report.json`` and
+``DIR/recall_at_k.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from training.bench.recipe import Recipe
+
+FRAMING_CHOICES = ("first_hop", "multi_hop", "given", "all")
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("data")
+    src.add_argument("--preset", choices=["shipped"], help="the shipped data: HotpotQA + MuSiQue + Doc2Dial")
+    src.add_argument("--train", nargs="+", type=Path, default=[], metavar="FILE", help="training files, any format")
+    src.add_argument("--eval", nargs="+", type=Path, default=[], metavar="FILE", help="evaluation files, any format")
+    src.add_argument("--corpus", nargs="+", type=Path, default=[], metavar="FILE", help="extra generic corpus files")
+    src.add_argument("--dataset", choices=["msmarco"], help="a named dataset read from its official files")
+    src.add_argument("--msmarco-dir", type=Path, help="folder with collection.tsv, queries.*.tsv and qrels")
+    src.add_argument("--framing", choices=FRAMING_CHOICES, default="all")
+    src.add_argument("--limit", type=int, help="keep the first N questions/dialogues of each dataset")
+    src.add_argument("--eval-fraction", type=float, default=0.35, help="held-out share with --preset / msmarco")
+    run = parser.add_argument_group("run")
+    run.add_argument("--checkpoint", type=Path, help="skip training: a checkpoint (an adapter/ beside it is reused)")
+    run.add_argument("--store", default="edge", help="local | edge | http(s)://server (default: edge, embedded)")
+    run.add_argument("--out", type=Path, required=True, help="output directory")
+    run.add_argument("--seed", type=int, default=0)
+    rec = parser.add_argument_group("recipe (see README)")
+    for f in fields(Recipe):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            rec.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(f.type)]
+            rec.add_argument(flag, type=kind, default=None)
+
+
+def _suite(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from training.bench.suite import files_suite, msmarco_suite, shipped_suite
+    from training.data import data_dir
+
+    framings = None if args.framing == "all" else [args.framing]
+    if args.dataset == "msmarco":
+        if args.msmarco_dir is None:
+            raise SystemExit("--dataset msmarco needs --msmarco-dir DIR")
+        return msmarco_suite(args.msmarco_dir, limit=args.limit, eval_fraction=args.eval_fraction)
+    if args.preset == "shipped":
+        suite = shipped_suite(data_dir(), limit=args.limit, eval_fraction=args.eval_fraction)
+    elif args.eval:
+        suite = files_suite(args.train, args.eval, args.corpus, framings=framings, limit=args.limit)
+    else:
+        raise SystemExit("give --preset shipped, --eval FILE..., or --dataset msmarco")
+    if framings is not None:
+        suite.eval = {k: v for k, v in suite.eval.items() if k in framings}
+    return suite
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from training.bench.runner import BenchOptions, run
+
+    suite = _suite(args)
+    if args.checkpoint is None and not suite.train:
+        raise SystemExit("no training examples: give --train FILE... or --checkpoint CKPT")
+    overrides = {f.name: getattr(args, f.name) for f in fields(Recipe) if getattr(args, f.name) is not None}
+    opts = BenchOptions(
+        out=args.out, store=args.store, checkpoint=args.checkpoint, seed=args.seed, recipe=Recipe(**overrides)
+    )
+    run(suite, opts)
+    return 0

@@ -1,0 +1,118 @@
+"""The training recipe the benchmark uses: which model, which data, which schedule.
+
+The recipe is data: :class:`Recipe` holds every choice, :func:`train_with_recipe` applies it. A
+validation split of the TRAIN examples (by group) drives early stopping of both the predictor and
+the linear adapter; eval examples are never seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from prime_retriever.config import PredictorConfig, TrainingConfig
+from prime_retriever.embedding_cache import CachedEncoder
+from training.bench.adapter import LinearAdapter, train_adapter
+from training.bench.suite import BenchSuite
+from training.data import EncodedCorpus, Example, split_examples
+from training.trainer import train_predictor
+from training.training_set import build_training_sets
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every choice of the benchmark's training run."""
+
+    hidden_dim: int = 512
+    num_layers: int = 2
+    num_heads: int = 8
+    dropout: float = 0.1
+    residual: bool = True
+    attention_layout: str = "bidirectional"
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    batch_size: int = 128
+    num_epochs: int = 8
+    warmup_steps: int = 50
+    num_hard_negatives: int = 4
+    val_fraction: float = 0.1
+    patience: int = 3
+    time_budget_s: float = 900.0
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def predictor_config(self, dim: int) -> PredictorConfig:
+        return PredictorConfig(
+            input_dim=dim,
+            output_dim=dim,
+            hidden_dim=self.hidden_dim,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            dropout=self.dropout,
+            residual=self.residual,
+            attention_layout=self.attention_layout,
+            use_torch_compile=False,
+        )
+
+    def training_config(self) -> TrainingConfig:
+        return TrainingConfig(
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            num_epochs=self.num_epochs,
+            warmup_steps=self.warmup_steps,
+            gradient_checkpointing=False,
+            mixed_precision=False,
+            y_encoder_lr_multiplier=0.0,
+        )
+
+
+def training_examples(suite: BenchSuite, recipe: Recipe) -> list[Example]:
+    """The supervised examples of the suite's train side."""
+    return list(suite.train)
+
+
+def train_with_recipe(
+    suite: BenchSuite, encoder: CachedEncoder, enc_corpus: EncodedCorpus, out: Path, recipe: Recipe, *, seed: int = 0
+) -> tuple[Path, LinearAdapter, dict[str, Any]]:
+    """Train the predictor and the linear adapter on the suite's train side; return (checkpoint, adapter, info)."""
+    examples = training_examples(suite, recipe)
+    train, val = split_examples(examples, recipe.val_fraction, salt=f"bench-val-{seed}")
+    names = sorted(suite.sources)
+    result = train_predictor(
+        train,
+        val,
+        suite.corpus,
+        encoder,
+        recipe.predictor_config(encoder.dim),
+        recipe.training_config(),
+        out / "checkpoint",
+        time_budget_s=recipe.time_budget_s,
+        seed=seed,
+        num_hard_negatives=recipe.num_hard_negatives,
+        patience=recipe.patience,
+        dataset_names=names,
+        log_dir=out / "logs",
+    )
+    if result.checkpoint_path is None:
+        raise RuntimeError("training produced no checkpoint")
+    # the adapter: the same examples, loss and validation split
+    train_set, val_set, _ = build_training_sets(train, val, suite.corpus, encoder, max_context_length=1)
+    adapter = train_adapter(train_set, val_set, batch_size=recipe.batch_size, seed=seed)
+    info = {
+        "n_train": len(train),
+        "n_val": len(val),
+        "final_train_loss": result.final_train_loss,
+        "samples_per_second": result.samples_per_second,
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "train_seconds": result.train_seconds,
+        "val_best": result.best_metrics,
+        "val_initial": result.initial_metrics,
+        "val_query_baseline": result.baseline_metrics,
+        "adapter_val_mrr": adapter.val_mrr,
+        "adapter_epochs": adapter.epochs,
+    }
+    return result.checkpoint_path, adapter.adapter, info

@@ -1,0 +1,249 @@
+"""The end-to-end benchmark: train (or load), index into Qdrant, search through the real retriever, report.
+
+Every eval item goes through :class:`prime_retriever.PredictiveRetriever` on one store and one
+corpus: ``search`` for the predictor and ``search_baseline`` for the query, linear-adapter and
+concatenation baselines (the adapter's and the concatenation's vectors are given to
+``search_baseline`` as the query embedding). Metrics use k = 100.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prime_retriever.checkpoint import read_meta
+from prime_retriever.embedding_cache import CachedEncoder
+from prime_retriever.encoders import HFTextEncoder
+from prime_retriever.inference import EagerPredictor
+from prime_retriever.predictor import EmbeddingPredictor
+from prime_retriever.retriever import PredictiveRetriever, open_store
+from training.bench.adapter import LinearAdapter, load_adapter, save_adapter, train_adapter
+from training.bench.recipe import Recipe, train_with_recipe
+from training.bench.report import markdown_table, plot_recall, write_json
+from training.bench.suite import BenchSuite
+from training.data import EncodedCorpus, Example
+from training.data.examples import MULTI_HOP
+from training.metrics import auroc, paired_bootstrap_ci, precision_at_k, recall_curve, reciprocal_rank, summarize
+
+K_EVAL = 100
+CONCAT_FRAMINGS = ("multi_hop", "given")
+
+
+@dataclass
+class BenchOptions:
+    out: Path
+    store: str = "edge"
+    checkpoint: Path | None = None
+    seed: int = 0
+    recipe: Recipe = field(default_factory=Recipe)
+    micro_batching: bool = False  # sequential searches: honest per-call latency
+
+
+@dataclass
+class MethodRun:
+    ranked: list[list[str]] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+
+
+def _text_vectors(encoder: CachedEncoder, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    unique = list(dict.fromkeys(texts))
+    vecs = encoder.encode(unique, batch_size=64)  # n × D
+    return {t: vecs[i] for i, t in enumerate(unique)}
+
+
+def _concat_text(ex: Example) -> str:
+    return " ".join([*ex.context, ex.query])
+
+
+def _sha_dir(path: Path) -> str:
+    return read_meta(path).weights_sha256
+
+
+async def _evaluate_framing(
+    retriever: PredictiveRetriever,
+    examples: Sequence[Example],
+    framing: str,
+    vec: dict[str, np.ndarray],
+    adapter: LinearAdapter,
+) -> dict[str, MethodRun]:
+    runs: dict[str, MethodRun] = {m: MethodRun() for m in ("query_baseline", "linear_adapter", "predictor")}
+    if framing in CONCAT_FRAMINGS:
+        runs["concat_baseline"] = MethodRun()
+    from tqdm.auto import tqdm
+
+    for ex in tqdm(examples, desc=f"searching {framing}", unit="q", mininterval=2.0):
+        ctx = np.stack([vec[t] for t in ex.context])  # N × D
+        q = vec[ex.query]  # D
+        excl = list(ex.exclude_ids)
+        res = await retriever.search(ctx, q, k=K_EVAL, exclude_ids=excl)
+        runs["predictor"].ranked.append(res.doc_ids)
+        runs["predictor"].latencies_ms.append(res.latency_s * 1e3)
+        runs["predictor"].confidence.append(res.confidence)
+        queries = {"query_baseline": q, "linear_adapter": adapter.transform(q[None])[0]}
+        if "concat_baseline" in runs:
+            queries["concat_baseline"] = vec[_concat_text(ex)]
+        for name, v in queries.items():
+            r = await retriever.search_baseline(v, k=K_EVAL, exclude_ids=excl)
+            runs[name].ranked.append(r.doc_ids)
+            runs[name].latencies_ms.append(r.latency_s * 1e3)
+    return runs
+
+
+def _framing_report(runs: dict[str, MethodRun], gold: list[set[str]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    out: dict[str, Any] = {}
+    curves: dict[str, np.ndarray] = {}
+    for name, run in runs.items():
+        out[name] = summarize(run.ranked, gold, run.latencies_ms)
+        out[name]["p95_ms"] = float(np.percentile(run.latencies_ms, 95)) if run.latencies_ms else float("nan")
+        curves[name] = recall_curve(run.ranked, gold, K_EVAL)
+    pred, q, a = runs["predictor"], out["query_baseline"], out["linear_adapter"]
+    p5 = precision_at_k(pred.ranked, gold, 5)
+    top1 = precision_at_k(pred.ranked, gold, 1) > 0
+    lo, hi = paired_bootstrap_ci(p5, precision_at_k(runs["linear_adapter"].ranked, gold, 5))
+    qlo, qhi = paired_bootstrap_ci(
+        reciprocal_rank(pred.ranked, gold), reciprocal_rank(runs["query_baseline"].ranked, gold)
+    )
+    p = out["predictor"]
+    p["gains"] = {
+        "p@5_x_query": p["p@5"] / max(q["p@5"], 1e-9),
+        "mrr_x_query": p["mrr"] / max(q["mrr"], 1e-9),
+        "p@5_x_adapter": p["p@5"] / max(a["p@5"], 1e-9),
+        "mrr_x_adapter": p["mrr"] / max(a["mrr"], 1e-9),
+        "p@5_minus_adapter_ci": [lo, hi],
+        "mrr_minus_query_ci": [qlo, qhi],
+    }
+    p["confidence_auroc"] = auroc(np.asarray(pred.confidence), top1)
+    return out, curves
+
+
+def goal_lines(framings: dict[str, dict[str, Any]]) -> list[str]:
+    """The issue's goals, checked one by one on the measured figures."""
+    lines = []
+    for framing, m in framings.items():
+        g = m["predictor"]["gains"]
+        checks = [
+            (f"P@5 >= 1.15x query ({g['p@5_x_query']:.3f}x)", g["p@5_x_query"] >= 1.15),
+            (f"MRR >= 1.10x query ({g['mrr_x_query']:.3f}x)", g["mrr_x_query"] >= 1.10),
+            (
+                f"P@5 above adapter outside CI (paired CI [{g['p@5_minus_adapter_ci'][0]:+.3f}, "
+                f"{g['p@5_minus_adapter_ci'][1]:+.3f}])",
+                g["p@5_minus_adapter_ci"][0] > 0,
+            ),
+        ]
+        if framing == "first_hop":
+            checks.append((f"R@10 >= 0.72 ({m['predictor']['r@10']:.3f})", m["predictor"]["r@10"] >= 0.72))
+        lines += [f"  [{'PASS' if ok else 'FAIL'}] {framing}: {text}" for text, ok in checks]
+    return lines
+
+
+async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefix: str = "") -> dict[str, Any]:
+    """Train or load, index, evaluate every framing; write report.json and recall_at_k.png under ``opts.out``."""
+    t_start = time.perf_counter()
+    out = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = CachedEncoder(HFTextEncoder())
+    print(
+        f"suite: {len(suite.train)} train examples, {suite.n_eval} eval items "
+        f"({', '.join(f'{k}: {len(v)}' for k, v in suite.eval.items())}), corpus {len(suite.corpus)} documents"
+    )
+
+    # ---- encode everything once (cached on disk across runs)
+    t0 = time.perf_counter()
+    enc_corpus = EncodedCorpus(suite.corpus, encoder)
+    eval_examples = [ex for exs in suite.eval.values() for ex in exs]
+    texts = [t for ex in eval_examples for t in (*ex.context, ex.query)]
+    texts += [_concat_text(ex) for f, exs in suite.eval.items() if f in CONCAT_FRAMINGS for ex in exs]
+    vec = _text_vectors(encoder, texts)
+    t_encode = time.perf_counter() - t0
+
+    # ---- train (or load) the predictor and the linear adapter
+    t0 = time.perf_counter()
+    train_info: dict[str, Any] = {}
+    if opts.checkpoint is None:
+        ckpt_dir, adapter, train_info = train_with_recipe(suite, encoder, enc_corpus, out, opts.recipe, seed=opts.seed)
+        save_adapter(adapter, out / "adapter", encoder.name)
+    else:
+        ckpt_dir = opts.checkpoint
+        adapter_dir = ckpt_dir.parent / "adapter"
+        if adapter_dir.is_dir():
+            adapter = load_adapter(adapter_dir, encoder.name)
+        else:
+            print(f"no adapter beside {ckpt_dir}: training the linear adapter now")
+            from training.training_set import build_training_sets
+
+            train_set, _, _ = build_training_sets(suite.train, [], suite.corpus, encoder, max_context_length=1)
+            adapter = train_adapter(train_set, None, seed=opts.seed, max_epochs=3).adapter
+    t_train = time.perf_counter() - t0
+    model = EmbeddingPredictor.from_checkpoint(ckpt_dir)
+
+    # ---- index into the project's own store, then search through the real retriever
+    store_path = out / "store"
+    store = open_store(opts.store, path=store_path)
+    retriever = PredictiveRetriever(EagerPredictor(model), encoder, store, micro_batching=opts.micro_batching)
+    framings: dict[str, Any] = {}
+    curves: dict[str, dict[str, np.ndarray]] = {}
+    async with retriever:
+        t0 = time.perf_counter()
+        # exact search: the edge store's HNSW index is not built, so no method loses to approximation
+        report_index = await retriever.index([suite.corpus[i] for i in enc_corpus.ids], optimize=False)
+        t_index = time.perf_counter() - t0
+        print(f"indexed {report_index}")
+        t0 = time.perf_counter()
+        for framing, examples in suite.eval.items():
+            runs = await _evaluate_framing(retriever, examples, framing, vec, adapter)
+            gold = [set(ex.positive_ids) for ex in examples]
+            framings[framing], curves[framing] = _framing_report(runs, gold)
+        t_eval = time.perf_counter() - t0
+
+    report: dict[str, Any] = {
+        "framings": framings,
+        "n_train": len(suite.train),
+        "n_eval": suite.n_eval,
+        "corpus_size": len(suite.corpus),
+        "encoder": encoder.name,
+        "checkpoint_sha256": _sha_dir(ckpt_dir),
+        "checkpoint": str(ckpt_dir),
+        "store": store.name,
+        "sources": suite.sources,
+        "recipe": opts.recipe.describe(),
+        "training": train_info,
+        "seconds": {
+            "encode": t_encode,
+            "train": t_train,
+            "index": t_index,
+            "evaluate": t_eval,
+            "total": time.perf_counter() - t_start,
+        },
+        "seed": opts.seed,
+        "suite_sha256": hashlib.sha256(
+            "\n".join(sorted(ex.id for ex in [*suite.train, *eval_examples])).encode()
+        ).hexdigest(),
+    }
+    write_json(report, out / "report.json")
+    plot_recall(curves, out / "recall_at_k.png")
+    print()
+    print(markdown_table(framings))
+    print()
+    print("goals:")
+    print("\n".join(goal_lines(framings)))
+    print(
+        f"\nwrote {out / 'report.json'} and {out / 'recall_at_k.png'} "
+        f"({report['seconds']['total']:.0f} s: encode {t_encode:.0f}, train {t_train:.0f}, "
+        f"index {t_index:.0f}, evaluate {t_eval:.0f})"
+    )
+    return report
+
+
+def run(suite: BenchSuite, opts: BenchOptions) -> dict[str, Any]:
+    return asyncio.run(run_bench(suite, opts))
+
+
+__all__ = ["MULTI_HOP", "BenchOptions", "run", "run_bench"]

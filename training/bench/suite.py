@@ -1,0 +1,218 @@
+"""What the benchmark trains and evaluates on: train examples, eval examples per framing, one corpus.
+
+Two ways to build a suite:
+
+* :func:`shipped_suite`: the shipped data (``$PRIME_DATA_DIR``): HotpotQA (all files pooled),
+  MuSiQue and Doc2Dial, each split by a hash of its question/dialogue ids into disjoint train and
+  eval sides. Eval framings: ``first_hop`` and ``multi_hop`` (HotpotQA + MuSiQue questions) and
+  ``given`` (Doc2Dial dialogues).
+* :func:`files_suite`: user files (``--train``/``--eval``/``--corpus``), in any supported format;
+  generic JSONL examples are evaluated as given, in the framing ``given``.
+
+The corpus is the union of every paragraph or passage the train and eval files carry, deduplicated
+by id (the title for HotpotQA), plus extra generic corpus files. Every suite is checked with
+:func:`training.data.assert_disjoint`: no eval question is a train question, by id, group or
+normalised text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prime_retriever.documents import Document
+from prime_retriever.errors import DataError
+from training.data import (
+    FIRST_HOP,
+    GIVEN,
+    MULTI_HOP,
+    Dataset,
+    Example,
+    assert_disjoint,
+    detect,
+    hotpotqa_files,
+    load_dataset,
+    load_hotpotqa_pool,
+    read_corpus,
+    split_examples,
+)
+from training.data.splits import bucket
+
+MULTI_HOP_FORMATS = ("hotpotqa", "musique")
+SPLIT_SALT = "prime-bench-v1"
+
+
+@dataclass
+class BenchSuite:
+    """Train examples, eval examples by framing, and the corpus they all search."""
+
+    train: list[Example]
+    eval: dict[str, list[Example]]
+    corpus: dict[str, Document]
+    sources: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> {"train": n, "eval": n}
+
+    @property
+    def n_eval(self) -> int:
+        return sum(len(v) for v in self.eval.values())
+
+    def check(self) -> None:
+        """Refuse leaks between train and eval, and ids missing from the corpus."""
+        assert_disjoint(self.train, [ex for exs in self.eval.values() for ex in exs])
+        for ex in [*self.train, *(e for exs in self.eval.values() for e in exs)]:
+            missing = [i for i in (*ex.positive_ids, *ex.exclude_ids) if i not in self.corpus]
+            if missing:
+                raise DataError(f"example {ex.id!r} names documents missing from the corpus: {missing[:3]}")
+
+
+def _framings_of(path: Path) -> tuple[str, ...]:
+    fmt = detect(path)
+    return (FIRST_HOP, MULTI_HOP) if fmt in MULTI_HOP_FORMATS else (GIVEN,)
+
+
+def _limit_groups(examples: Sequence[Example], limit: int | None, salt: str) -> list[Example]:
+    """Keep the examples of the first ``limit`` groups in hash order (deterministic, unbiased)."""
+    if limit is None:
+        return list(examples)
+    groups = sorted({ex.group_id for ex in examples}, key=lambda g: bucket(g, salt + ":limit"))
+    keep = set(groups[:limit])
+    return [ex for ex in examples if ex.group_id in keep]
+
+
+def _family(doc_id: str) -> str:
+    """Passages cut from one document share a family (``<doc>#p<k>``); a paragraph is its own."""
+    return doc_id.rsplit("#p", 1)[0] if "#p" in doc_id else doc_id
+
+
+def _carried_corpus(examples: Iterable[Example], corpus: dict[str, Document]) -> dict[str, Document]:
+    """The documents a set of examples carries: golds, distractors, and sibling passages."""
+    ids: set[str] = set()
+    for ex in examples:
+        ids.update(ex.positive_ids, ex.negative_ids, ex.exclude_ids)
+    families = {_family(i) for i in ids}
+    return {i: d for i, d in corpus.items() if i in ids or _family(i) in families}
+
+
+def _split(examples: list[Example], eval_fraction: float) -> tuple[list[Example], list[Example]]:
+    return split_examples(examples, eval_fraction, salt=SPLIT_SALT)
+
+
+def shipped_suite(
+    data_dir: Path,
+    *,
+    limit: int | None = None,
+    eval_fraction: float = 0.35,
+    max_given_eval: int | None = 600,
+    sentence_turns: bool = False,
+) -> BenchSuite:
+    """HotpotQA + MuSiQue + Doc2Dial from the shipped data, split into disjoint train/eval sides."""
+    hotpot = [
+        load_hotpotqa_pool(hotpotqa_files(data_dir), f, sentence_turns=sentence_turns) for f in (FIRST_HOP, MULTI_HOP)
+    ]
+    musique_path = data_dir / "musique" / "hipporag_train100.json"
+    musique = [load_dataset(musique_path, f, sentence_turns=sentence_turns) for f in (FIRST_HOP, MULTI_HOP)]
+    doc2dial = load_dataset(data_dir / "doc2dial" / "doc2dial_rc_val.csv.zip", GIVEN)
+    return _assemble(
+        [("hotpotqa", hotpot), ("musique", musique), ("doc2dial", [doc2dial])],
+        limit=limit,
+        eval_fraction=eval_fraction,
+        max_given_eval=max_given_eval,
+    )
+
+
+def _assemble(
+    named: Sequence[tuple[str, Sequence[Dataset]]],
+    *,
+    limit: int | None,
+    eval_fraction: float,
+    max_given_eval: int | None,
+) -> BenchSuite:
+    train: list[Example] = []
+    evals: dict[str, list[Example]] = {}
+    corpus: dict[str, Document] = {}
+    sources: dict[str, dict[str, int]] = {}
+    for name, datasets in named:
+        examples = _limit_groups([ex for ds in datasets for ex in ds.examples], limit, name)
+        tr, ev = _split(examples, eval_fraction)
+        given = [ex for ex in ev if ex.framing == GIVEN]
+        if max_given_eval is not None and len(given) > max_given_eval:
+            keep = {ex.id for ex in sorted(given, key=lambda e: bucket(e.id, "given-cap"))[:max_given_eval]}
+            ev = [ex for ex in ev if ex.framing != GIVEN or ex.id in keep]
+        train += tr
+        for ex in ev:
+            evals.setdefault(ex.framing, []).append(ex)
+        full: dict[str, Document] = {}
+        for ds in datasets:
+            for doc in ds.corpus.values():
+                full.setdefault(doc.id, doc)
+        part = full if limit is None else _carried_corpus(examples, full)
+        for doc in part.values():
+            corpus.setdefault(doc.id, doc)
+        sources[name] = {"train": len(tr), "eval": len(ev)}
+    suite = BenchSuite(train=train, eval=evals, corpus=corpus, sources=sources)
+    suite.check()
+    return suite
+
+
+def files_suite(
+    train_files: Sequence[Path],
+    eval_files: Sequence[Path],
+    corpus_files: Sequence[Path] = (),
+    *,
+    framings: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> BenchSuite:
+    """A suite from user files: every train file in every framing it supports, eval files in ``framings``."""
+    train: list[Example] = []
+    evals: dict[str, list[Example]] = {}
+    corpus: dict[str, Document] = {}
+    sources: dict[str, dict[str, int]] = {}
+    for role, files in (("train", train_files), ("eval", eval_files)):
+        for path in files:
+            for framing in _framings_of(path):
+                if role == "eval" and framings is not None and framing not in framings:
+                    continue
+                ds = load_dataset(path, framing)
+                examples = _limit_groups(ds.examples, limit, str(path))
+                if role == "train":
+                    train += examples
+                else:
+                    evals.setdefault(framing, []).extend(examples)
+                for doc in ds.corpus.values():
+                    corpus.setdefault(doc.id, doc)
+                sources.setdefault(path.name, {}).setdefault(role, 0)
+                sources[path.name][role] += len(examples)
+    for path in corpus_files:
+        for doc in read_corpus(path).values():
+            corpus.setdefault(doc.id, doc)
+    if not evals:
+        raise DataError("no evaluation examples: check --eval and --framing")
+    suite = BenchSuite(train=train, eval=evals, corpus=corpus, sources=sources)
+    suite.check()
+    return suite
+
+
+def msmarco_suite(directory: Path, *, limit: int | None = None, eval_fraction: float = 0.35) -> BenchSuite:
+    """MS MARCO passage ranking from its official files (``collection.tsv``, ``queries.*.tsv``, qrels).
+
+    With ``queries.train.tsv`` + ``qrels.train.tsv`` present, train on them and evaluate on the dev
+    split; otherwise the dev split is divided by query hash into train and eval. The corpus is the
+    whole collection (MS MARCO's 8.8M passages need a Qdrant server, not the embedded store).
+    """
+    from training.data import load_msmarco_dir
+
+    dev = load_msmarco_dir(directory, "dev")
+    if (directory / "queries.train.tsv").is_file() and (directory / "qrels.train.tsv").is_file():
+        train_ds = load_msmarco_dir(directory, "train")
+        train = _limit_groups(train_ds.examples, limit, "msmarco-train")
+        evals = _limit_groups(dev.examples, limit, "msmarco-dev")
+    else:
+        train, evals = _split(_limit_groups(dev.examples, limit, "msmarco-dev"), eval_fraction)
+    suite = BenchSuite(
+        train=train,
+        eval={GIVEN: evals},
+        corpus=dict(dev.corpus),
+        sources={"msmarco": {"train": len(train), "eval": len(evals)}},
+    )
+    suite.check()
+    return suite
