@@ -138,40 +138,69 @@ class InfoNCELoss(nn.Module):
 
 
 class ProjNCELoss(nn.Module):
-    r"""ProjNCE: InfoNCE with separate positive / negative projections plus an adjustment term.
+    r"""ProjNCE: projected InfoNCE (``g_+`` for positives, ``g_-`` for negatives) plus an adjustment.
 
     Reference: Minoh Jeong and Alfred Hero, "Generalizing Supervised Contrastive learning: A
-    Projection Perspective", arXiv:2506.09810 (2025).
+    Projection Perspective", arXiv:2506.09810 (v1 11 Jun 2025; v2 HTML
+    https://arxiv.org/html/2506.09810v2). The paper's own equations (its eq. (7), the adjustment
+    term, and eq. (12), a variant weighted by :math:`\beta`) could NOT be read: only the abstract,
+    summaries and the ICLR 2026 reviews of the paper were reachable. What follows is split into
+    what those sources state and what is derived here.
 
-    The paper scores a sample's embedding :math:`f(x_i)` against a *positive projection*
-    :math:`g_+(c_i)` of its own label in the numerator and against *negative projections*
-    :math:`g_-(c_j)` of the batch's labels in the denominator, and adds an adjustment term
-    :math:`R(X, C)` on negative pairs so that the objective stays a valid (multi-sample,
-    NWJ-type) lower bound on :math:`I(X; C)`. With :math:`\psi(u, v) = u^\top v / \tau`,
-    :math:`a_i = \frac{1}{N}\sum_{j=1}^{N} e^{\psi(f(x_i), g_-(c_j))}`, this implementation
-    computes the negated bound
+    **Confirmed** (source in brackets):
+
+    * critic :math:`\psi(u, v) = u \cdot v` on the normalised encoder output, scaled by the
+      temperature :math:`\tau`; the InfoNCE denominator runs over all :math:`j = 1..N`
+      [emergentmind.com/topics/projnce, which restates the paper's InfoNCE].
+    * two projections :math:`g_+, g_- : \{1..M\} \to \mathbb{R}^{d_z}`; the positive pair is
+      scored as :math:`\psi(f(x_i), g_+(c_i))`, the negative pairs as
+      :math:`\psi(f(x_i), g_-(c_j))` [emergentmind; ICLR 2026 review 4].
+    * an adjustment term :math:`R(X, C)` on negative pairs is added so that ProjNCE is a valid
+      lower bound on :math:`I(X; C)`, obtained by decomposing the multi-sample NWJ bound
+      (Proposition 2.1); the adjustment does not cancel when :math:`g_+ \ne g_-`, and with
+      :math:`g_+ = g_-` ProjNCE generalises (reduces to) InfoNCE. SupCon is the projected
+      InfoNCE term with :math:`g_+(c_i)` = class centroid and :math:`g_-(c_j)` = sample
+      embeddings, i.e. ProjNCE *without* the adjustment term (the paper's claim; review 4
+      disputes that the equivalence is exact) [abstract; emergentmind
+      "multi-sample NWJ-type bound"; ICLR reviews 2 and 4].
+    * the adjustment pulls :math:`g_-(c_k)` towards :math:`f(x)` and pushes :math:`g_+(c_k)`
+      away from it [ICLR review 2]; it is eq. (7) of the paper, and eq. (12) is a variant with a
+      weight :math:`\beta` (:math:`\beta = 5, 10` spread the clusters further) [figure 1
+      caption, chatpaper.com/paper/149151; ICLR reviews 1 and 4].
+
+    **Derived here** (not read from the paper): the exact form of :math:`R`. Writing
+    :math:`s^\pm_{ij} = \psi(f(x_i), g_\pm(c_j)) / \tau` and
+    :math:`a_i = \frac{1}{N}\sum_{j=1}^{N} e^{s^-_{ij}}`, the multi-sample NWJ bound of Poole et
+    al. (2019, "On Variational Bounds of Mutual Information") with critic
+    :math:`s^+` and baseline :math:`a` gives
 
     .. math::
 
-        \mathcal{L} = -\Big[\,1 + \frac{1}{N}\sum_{i}\big(\psi(f(x_i), g_+(c_i)) - \log a_i\big)
-        - \frac{1}{N}\sum_i \frac{1}{N-1}\sum_{k \neq i} \frac{e^{\psi(f(x_i), g_+(c_k))}}{a_i}\Big]
+        I(X; C) \ge \log N - \mathcal{L}, \qquad
+        \mathcal{L} = \underbrace{\frac{1}{N}\sum_{i=1}^{N}
+            -\log\frac{e^{s^+_{ii}}}{\sum_{j=1}^{N} e^{s^-_{ij}}}}_{\text{projected InfoNCE}}
+          + \underbrace{\frac{1}{N}\sum_{i=1}^{N}\frac{1}{N-1}\sum_{k \ne i}
+            \frac{e^{s^+_{ik}}}{a_i} - 1}_{R}
 
-    The first two terms are the projected InfoNCE term (equal to :math:`\log N - \text{InfoNCE}`
-    when :math:`g_+ = g_-`); the last is the adjustment term evaluated on the batch's
-    independent (negative) pairs :math:`k \neq i`. It pulls :math:`g_-(c_k)` towards
-    :math:`f(x_i)` and pushes :math:`g_+(c_k)` away, as the paper describes.
-
-    CAVEAT: the paper's exact equation for :math:`R(X, C)` could not be read offline (only its
-    abstract, reviews and summaries were reachable); the adjustment term above is the one that
-    follows from the multi-sample NWJ bound the paper builds on, with the paper's notation.
-    The paper's β-weighted variant is not implemented.
+    where :math:`R` estimates :math:`\mathbb{E}_{p(x)p(c_{1:N})}[e^{s^+(x, c_1)} / a(x; c_{1:N})] - 1`
+    on the batch's pairs :math:`(x_i, c_k), k \ne i` (plug-in: :math:`a_i` still contains the
+    dependent :math:`c_i`). If :math:`g_+ = g_-` that expectation is exactly 1 by
+    exchangeability, so the population :math:`R` is 0 and :math:`\mathcal{L}` is InfoNCE; the
+    batch estimate is not exactly 0 (it equals :math:`\frac{N}{N-1}(1 - \overline{p_{ii}}) - 1`
+    with :math:`p` the InfoNCE softmax, which averages to 0 only when :math:`f` is independent of
+    the labels). This :math:`R` has the
+    push/pull behaviour review 2 describes, but its normalisation (the ``1/(N-1)`` and ``1/N``,
+    the ``- 1`` constant, whether the ``j = i`` denominator term uses :math:`g_-`) is unconfirmed,
+    and the :math:`\beta`-weighted variant (eq. (12)) is not implemented.
 
     In this project :math:`f(x_i)` is the predictor's output, :math:`g_+(c_i)` the positive
-    document's Y-Encoder embedding and :math:`g_-(c_j)` defaults to :math:`g_+(c_j)`.
+    document's Y-Encoder embedding and :math:`g_-(c_j)` defaults to :math:`g_+(c_j)`; then the
+    projected InfoNCE term equals :class:`InfoNCELoss` on the same batch.
 
-    Inputs of :meth:`forward`: ``predicted`` ``B × D``, ``positive_projections`` ``B × D``
-    (:math:`g_+(c_i)`), optional ``negative_projections`` ``B × D`` (:math:`g_-(c_j)`). Returns
-    the scalar loss.
+    Inputs of :meth:`forward`: ``predicted`` ``N × D`` (:math:`f(x_i)`),
+    ``positive_projections`` ``N × D`` (:math:`g_+(c_i)`), optional ``negative_projections``
+    ``N × D`` (:math:`g_-(c_j)`). Returns the scalar :math:`\mathcal{L}`; :meth:`terms` returns
+    its two parts.
     """
 
     def __init__(self, temperature: float = 0.07) -> None:
@@ -180,22 +209,37 @@ class ProjNCELoss(nn.Module):
             raise ValueError(f"temperature must be > 0; got {temperature}")
         self.temperature = temperature
 
-    def forward(
+    def terms(
         self,
-        predicted: torch.Tensor,  # B × D, f(x_i)
-        positive_projections: torch.Tensor,  # B × D, g_+(c_i)
-        negative_projections: torch.Tensor | None = None,  # B × D, g_-(c_j)
-    ) -> torch.Tensor:
+        predicted: torch.Tensor,  # N × D, f(x_i)
+        positive_projections: torch.Tensor,  # N × D, g_+(c_i)
+        negative_projections: torch.Tensor | None = None,  # N × D, g_-(c_j)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(projected InfoNCE, R)``, two scalars whose sum is the loss."""
         N = predicted.shape[0]
         if N < 2:
             raise ValueError("ProjNCE needs at least 2 rows (the adjustment term uses the other rows)")
         neg = positive_projections if negative_projections is None else negative_projections
-        pos_all = (predicted @ positive_projections.T).float() / self.temperature  # N × N: ψ(f_i, g+_k)
-        neg_all = (predicted @ neg.T).float() / self.temperature  # N × N: ψ(f_i, g-_j)
-        log_a = torch.logsumexp(neg_all, dim=1) - math.log(N)  # N
-        nce = pos_all.diagonal() - log_a  # N
-        off = ~torch.eye(N, dtype=torch.bool, device=predicted.device)  # N × N
-        ratio = torch.exp(pos_all - log_a[:, None])  # N × N
-        adjustment = (ratio * off).sum(dim=1) / (N - 1)  # N
-        bound = 1.0 + nce.mean() - adjustment.mean()
-        return -bound
+        if positive_projections.shape != predicted.shape or neg.shape != predicted.shape:
+            raise ValueError(
+                f"projections must have shape {tuple(predicted.shape)}; got "
+                f"{tuple(positive_projections.shape)} and {tuple(neg.shape)}"
+            )
+        s_pos = (predicted @ positive_projections.T).float() / self.temperature  # N × N: s+_ik
+        s_neg = (predicted @ neg.T).float() / self.temperature  # N × N: s-_ij
+        log_denominator = torch.logsumexp(s_neg, dim=1)  # N: log Σ_j e^{s-_ij}
+        projected_nce = (log_denominator - s_pos.diagonal()).mean()  # scalar
+        log_a = log_denominator - math.log(N)  # N: log a_i
+        off = ~torch.eye(N, dtype=torch.bool, device=predicted.device)  # N × N, k ≠ i
+        ratio = torch.exp(s_pos - log_a[:, None]).masked_fill(~off, 0.0)  # N × N: e^{s+_ik} / a_i
+        adjustment = ratio.sum(dim=1).mean() / (N - 1) - 1.0  # scalar R
+        return projected_nce, adjustment
+
+    def forward(
+        self,
+        predicted: torch.Tensor,  # N × D, f(x_i)
+        positive_projections: torch.Tensor,  # N × D, g_+(c_i)
+        negative_projections: torch.Tensor | None = None,  # N × D, g_-(c_j)
+    ) -> torch.Tensor:
+        projected_nce, adjustment = self.terms(predicted, positive_projections, negative_projections)
+        return projected_nce + adjustment

@@ -106,11 +106,25 @@ def test_infonce_gradient_flows_to_both_sides() -> None:
 def test_projnce_hand_computation_identity_projections() -> None:
     f = _eye(2)
     g = _eye(2)
-    # τ = 1, ψ = I. a_i = (e + 1)/2; NCE term: 1 - log a_i; adjustment: e^0 / a_i = 2/(e+1)
-    a = (E + 1) / 2
-    expected = -(1 + (1 - math.log(a)) - 1 / a)
+    # τ = 1, s± = I. Projected InfoNCE: -log(e/(e+1)) per row. a_i = (e+1)/2;
+    # R = e^0 / a_i - 1 = 2/(e+1) - 1 (the one k ≠ i per row).
+    expected = (math.log(E + 1) - 1) + (2 / (E + 1) - 1)
     loss = ProjNCELoss(temperature=1.0)(f, g)
     assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_projnce_hand_computation_distinct_projections() -> None:
+    # f = (e1, e2); g+(c_1) = g+(c_2) = e1; g-(c_1) = g-(c_2) = e2; τ = 1.
+    # s+ = [[1, 1], [0, 0]], s- = [[0, 0], [1, 1]].
+    # Projected InfoNCE: row 1 -log(e/2), row 2 -log(1/(2e)) → mean log 2.
+    # a_1 = 1, a_2 = e; R = mean(e^{s+_12}/a_1, e^{s+_21}/a_2) - 1 = (e + 1/e)/2 - 1.
+    f = _eye(2)
+    gp = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    gm = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    nce, adj = ProjNCELoss(temperature=1.0).terms(f, gp, gm)
+    assert nce.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert adj.item() == pytest.approx(math.cosh(1) - 1, abs=1e-6)
+    assert ProjNCELoss(temperature=1.0)(f, gp, gm).item() == pytest.approx(math.log(2) + math.cosh(1) - 1, abs=1e-6)
 
 
 def test_projnce_hand_computation_separate_projections() -> None:
@@ -122,14 +136,63 @@ def test_projnce_hand_computation_separate_projections() -> None:
     total_nce = 0.0
     total_adj = 0.0
     for i in range(N):
-        a = sum(math.exp(float(f[i] @ gm[j]) / tau) for j in range(N)) / N
-        total_nce += float(f[i] @ gp[i]) / tau - math.log(a)
+        denominator = sum(math.exp(float(f[i] @ gm[j]) / tau) for j in range(N))
+        total_nce += -(float(f[i] @ gp[i]) / tau - math.log(denominator))
+        a = denominator / N
         total_adj += sum(math.exp(float(f[i] @ gp[k]) / tau) / a for k in range(N) if k != i) / (N - 1)
-    expected = -(1 + total_nce / N - total_adj / N)
+    expected = total_nce / N + (total_adj / N - 1)
     loss = ProjNCELoss(temperature=tau)(f, gp, gm)
     assert loss.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_projnce_with_equal_projections_is_infonce_plus_adjustment() -> None:
+    # g+ = g- = the target embeddings: the projected term is exactly InfoNCE, and the adjustment
+    # is N/(N-1)·(1 - mean_i p_ii) - 1 with p the InfoNCE softmax (Σ_{k≠i} e^{s_ik}/a_i = N(1 - p_ii)).
+    torch.manual_seed(1)
+    N, D, tau = 5, 8, 0.2
+    f = torch.nn.functional.normalize(torch.randn(N, D), dim=-1)
+    g = torch.nn.functional.normalize(f + 0.3 * torch.randn(N, D), dim=-1)
+    loss_fn = ProjNCELoss(temperature=tau)
+    nce, adj = loss_fn.terms(f, g)
+    info = InfoNCELoss(temperature=tau)(f, g)
+    assert nce.item() == pytest.approx(info.item(), abs=1e-5)
+    p_diag = torch.softmax(f @ g.T / tau, dim=1).diagonal()
+    assert adj.item() == pytest.approx(N / (N - 1) * (1 - p_diag.mean().item()) - 1, abs=1e-5)
+    assert loss_fn(f, g, g).item() == pytest.approx(info.item() + adj.item(), abs=1e-5)
+
+
+def test_projnce_adjustment_vanishes_in_expectation_when_projections_agree() -> None:
+    # With g+ = g- and f independent of the labels, E[e^{s_ik}/a_i] = 1 by exchangeability, so
+    # E[R] = 0 and ProjNCE reduces to InfoNCE in expectation.
+    gen = torch.Generator().manual_seed(2)
+    batches, N, D = 4000, 4, 3
+    f = torch.nn.functional.normalize(torch.randn(batches, N, D, generator=gen), dim=-1)
+    g = torch.nn.functional.normalize(torch.randn(batches, N, D, generator=gen), dim=-1)
+    loss_fn = ProjNCELoss(temperature=0.5)
+    adj = torch.stack([loss_fn.terms(f[b], g[b])[1] for b in range(batches)])
+    assert abs(adj.mean().item()) < 4 * adj.std().item() / math.sqrt(batches)
+    assert abs(adj.mean().item()) < 0.02
+
+
+def test_projnce_adjustment_pushes_positive_and_pulls_negative_projections() -> None:
+    # Minimising R pushes g+(c_k) away from f(x_i) and pulls g-(c_k) towards it (k ≠ i).
+    f = _eye(2)
+    gp = torch.tensor([[1.0, 0.0], [0.5, 0.5]], requires_grad=True)
+    gm = torch.tensor([[0.5, 0.5], [0.0, 1.0]], requires_grad=True)
+    _, adj = ProjNCELoss(temperature=1.0).terms(f, gp, gm)
+    adj.backward()
+    assert gp.grad is not None and gm.grad is not None
+    # row i = 0 (f = e1), k = 1: descending -grad moves g+(c_1) away from e1 ...
+    assert float(gp.grad[1] @ f[0]) > 0
+    # ... and moves g-(c_1) towards e1 (f(x_0)).
+    assert float(gm.grad[1] @ f[0]) < 0
 
 
 def test_projnce_needs_two_rows() -> None:
     with pytest.raises(ValueError):
         ProjNCELoss()(torch.ones(1, 2), torch.ones(1, 2))
+
+
+def test_projnce_shape_is_checked() -> None:
+    with pytest.raises(ValueError):
+        ProjNCELoss()(torch.ones(2, 3), torch.ones(2, 4))
