@@ -209,27 +209,30 @@ class EmbeddingPredictor(nn.Module):
         if context_mask is None:
             return (N - 1 - torch.arange(N, device=self.device)).expand(B, N)
         # real turns at or after each slot, minus one: works for any padding pattern
-        return (context_mask.flip(1).cumsum(1).flip(1) - 1).clamp(min=0)
+        return (context_mask.long().flip(1).cumsum(1).flip(1) - 1).clamp(min=0)
 
     def attention_mask(self, context_mask: torch.Tensor | None, B: int, N: int) -> torch.Tensor | None:
-        """Boolean mask B × 1 × L × L (True = may attend) for the sequence [PRED] + context + query."""
+        """Boolean mask B × 1 × L × L (True = may attend) for the sequence [PRED] + context + query.
+
+        Built from broadcasts only (no in-place ops), so it traces into ONNX unchanged.
+        """
         if context_mask is None and self.config.attention_layout == "bidirectional":
             return None  # everything attends to everything: the fastest SDPA path
+        if context_mask is None:
+            context_mask = torch.ones(B, N, dtype=torch.bool, device=self.device)
+        one = torch.ones_like(context_mask[:, :1])  # B × 1
+        keys = torch.cat([one, context_mask, one], dim=1)  # B × L: [PRED], context, query
         L = N + 2
-        keys = torch.ones(B, L, dtype=torch.bool, device=self.device)
-        if context_mask is not None:
-            keys[:, 1 : N + 1] = context_mask
-        mask = keys[:, None, None, :].expand(B, 1, L, L).clone()  # B × 1 × L × L
-        if self.config.attention_layout == "prefix":
-            # context rows see only context keys
-            mask[:, :, 1 : N + 1, 0] = False
-            mask[:, :, 1 : N + 1, N + 1] = False
-            if context_mask is not None:
-                # a padded context row keeps one key so softmax stays finite (its output is unused)
-                mask[:, 0, 1 : N + 1, 1 : N + 1] |= ~context_mask[:, :, None] & torch.eye(
-                    N, dtype=torch.bool, device=self.device
-                )
-        return mask
+        mask = keys[:, None, None, :].expand(B, 1, L, L)  # B × 1 × L × L
+        if self.config.attention_layout != "prefix":
+            return mask
+        pos = torch.arange(L, device=self.device)  # L
+        is_ctx = (pos >= 1) & (pos <= N)  # L
+        allowed = ~is_ctx[:, None] | is_ctx[None, :]  # L × L: context rows see only context keys
+        # a padded context row keeps its own key so softmax stays finite (its output is unused)
+        pad_row = torch.cat([~one, ~context_mask, ~one], dim=1)  # B × L
+        eye = pos[:, None] == pos[None, :]  # L × L
+        return (mask & allowed) | (pad_row[:, None, :, None] & eye)
 
     # ------------------------------------------------------------------ forward
     def _embed(self, context_embeddings: torch.Tensor, context_mask: torch.Tensor | None) -> torch.Tensor:

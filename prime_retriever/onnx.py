@@ -1,0 +1,279 @@
+"""ONNX export of the predictor and an onnxruntime backend.
+
+* :func:`export_onnx` writes the model as an ONNX graph with inputs ``context_embeddings``
+  (B × N × D float32), ``query_embedding`` (B × D float32) and ``context_mask`` (B × N bool, True = real
+  turn), outputs ``embedding`` (B × O, unit norm) and ``confidence`` (B, in [0, 1]); batch and turn axes
+  are dynamic. It uses the TorchScript exporter (``dynamo=False``), which lowers the boolean SDPA mask
+  to ``Where(mask, 0, -inf)``; weights above :data:`EXTERNAL_DATA_THRESHOLD` go to an external data file.
+* :func:`quantize_onnx_int8` writes an int8 dynamically quantised copy (per-channel weights).
+* :class:`OnnxPredictor` runs a graph through onnxruntime behind the
+  :class:`~prime_retriever.inference.PredictorBackend` protocol, optionally after ORT's full graph
+  optimisation (saved next to the model) and optionally int8.
+
+CLI: ``prime-retriever export-onnx CKPT OUT [--int8]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prime_retriever.config import PredictorConfig
+from prime_retriever.errors import PredictorError
+from prime_retriever.fast import validate_arrays
+from prime_retriever.predictor import EmbeddingPredictor
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "EXTERNAL_DATA_THRESHOLD",
+    "OnnxPredictor",
+    "add_cli_arguments",
+    "export_onnx",
+    "quantize_onnx_int8",
+    "run_cli",
+]
+
+DEFAULT_OPSET = 17  # LayerNormalization is native from 17; onnxruntime >= 1.14 runs it
+# protobuf caps a message at 2 GiB: keep a margin for the graph itself
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+INPUT_NAMES = ("context_embeddings", "query_embedding", "context_mask")
+OUTPUT_NAMES = ("embedding", "confidence")
+
+
+class _ExportWrapper(nn.Module):
+    """``(context B × N × D, query B × D, mask B × N bool) -> (embedding B × O, confidence B)``."""
+
+    def __init__(self, model: EmbeddingPredictor) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, context: torch.Tensor, query: torch.Tensor, context_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model.predict(context, query, context_mask)
+        return out.embedding, torch.sigmoid(out.confidence_logit)  # B × O, B
+
+
+def _weights_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def export_onnx(
+    model: EmbeddingPredictor,
+    path: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    batch_size: int = 2,
+    num_turns: int | None = None,
+) -> Path:
+    """Export ``model`` (fp32, CPU, eval) to ``path``; return the path.
+
+    The sample input has ``batch_size`` rows and ``num_turns`` turns (default: max_context_length),
+    but both axes are dynamic in the graph. The mask input is always present (pass all True for
+    "no padding"). Above :data:`EXTERNAL_DATA_THRESHOLD` bytes of weights the tensors are stored in
+    ``<path>.data`` beside the graph.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    N = num_turns or cfg.max_context_length
+    src = model.to("cpu", torch.float32).eval()
+    wrapper = _ExportWrapper(src).eval()
+    g = torch.Generator().manual_seed(0)
+    sample = (
+        torch.randn(batch_size, N, cfg.input_dim, generator=g),  # B × N × D
+        torch.randn(batch_size, cfg.input_dim, generator=g),  # B × D
+        torch.ones(batch_size, N, dtype=torch.bool),  # B × N
+    )
+    sample[2][0, -1] = False  # a padded turn, so the mask path is traced with real data
+    large = _weights_bytes(src) > EXTERNAL_DATA_THRESHOLD
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python values
+        torch.onnx.export(
+            wrapper,
+            sample,
+            str(out),
+            dynamo=False,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamic_axes={
+                "context_embeddings": {0: "batch", 1: "turns"},
+                "query_embedding": {0: "batch"},
+                "context_mask": {0: "batch", 1: "turns"},
+                "embedding": {0: "batch"},
+                "confidence": {0: "batch"},
+            },
+            do_constant_folding=True,
+        )
+    if large:
+        _to_external_data(out)
+    return out
+
+
+def _to_external_data(path: Path) -> None:
+    """Move every initializer of ``path`` into ``<name>.data`` (graphs over protobuf's 2 GiB limit)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    data = path.name + ".data"
+    (path.parent / data).unlink(missing_ok=True)
+    onnx.save_model(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data)
+
+
+def quantize_onnx_int8(src: str | Path, dst: str | Path, *, per_channel: bool = True) -> Path:
+    """Write an int8 dynamically quantised copy of the graph ``src`` (MatMul/Gemm weights) to ``dst``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = Path(dst)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    large = Path(src).stat().st_size > EXTERNAL_DATA_THRESHOLD or Path(str(src) + ".data").exists()
+    quantize_dynamic(
+        Path(src),
+        out,
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        use_external_data_format=large,
+    )
+    return out
+
+
+class OnnxPredictor:
+    """An ONNX graph run by onnxruntime (CPU), behind the PredictorBackend protocol.
+
+    ``optimize=True`` applies ORT_ENABLE_ALL and saves the optimised graph as
+    ``<model>.opt.onnx`` (reused by later sessions). ``int8=True`` quantises the graph first
+    (``<model>.int8.onnx``) unless ``path`` is already a quantised graph.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        config: PredictorConfig,
+        *,
+        int8: bool = False,
+        optimize: bool = True,
+        intra_op_threads: int | None = None,
+        providers: list[str] | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.config = config
+        src = Path(path)
+        if not src.is_file():
+            raise PredictorError(f"ONNX model not found: {src}")
+        if int8 and not src.name.endswith(".int8.onnx"):
+            qpath = src.with_name(src.stem + ".int8.onnx")
+            if not qpath.is_file() or qpath.stat().st_mtime < src.stat().st_mtime:
+                quantize_onnx_int8(src, qpath)
+            src = qpath
+        self.path = src
+        self.int8 = int8
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = intra_op_threads or (torch.get_num_threads() or os.cpu_count() or 1)
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3  # errors only (not the "hardware-specific optimised model" notice)
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        load = src
+        if optimize:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opt = src.with_name(src.stem + ".opt.onnx")
+            if opt.is_file() and opt.stat().st_mtime >= src.stat().st_mtime:
+                load = opt  # already optimised on an earlier load
+            else:
+                so.optimized_model_filepath = str(opt)
+                if src.stat().st_size > EXTERNAL_DATA_THRESHOLD or Path(str(src) + ".data").exists():
+                    so.add_session_config_entry(
+                        "session.optimized_model_external_initializers_file_name", opt.name + ".data"
+                    )
+        else:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self.session = ort.InferenceSession(str(load), so, providers=providers or ["CPUExecutionProvider"])
+        self.name = "onnx-int8" if int8 else "onnx-fp32"
+
+    @property
+    def input_dim(self) -> int:
+        return self.config.input_dim
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.output_dim
+
+    @property
+    def max_context_length(self) -> int:
+        return self.config.max_context_length
+
+    def predict(
+        self, context: np.ndarray, query: np.ndarray, context_mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(embedding B × O float32, confidence B float32)``; raises PredictorError on bad input."""
+        c, q, m = validate_arrays(self.config, context, query, context_mask)
+        feeds: dict[str, Any] = {
+            "context_embeddings": np.ascontiguousarray(c),  # B × N × D
+            "query_embedding": np.ascontiguousarray(q),  # B × D
+            "context_mask": np.ascontiguousarray(m),  # B × N bool
+        }
+        emb, conf = self.session.run(list(OUTPUT_NAMES), feeds)
+        return np.asarray(emb, np.float32), np.asarray(conf, np.float32)
+
+    def warmup(self) -> None:
+        rng = np.random.default_rng(0)
+        N, D = self.config.max_context_length, self.config.input_dim
+        for b in (1, 2):
+            self.predict(rng.standard_normal((b, N, D)).astype(np.float32), rng.standard_normal((b, D), np.float32))
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint directory")
+    parser.add_argument("out", help="output .onnx file")
+    parser.add_argument("--int8", action="store_true", help="also write an int8 dynamically quantised <out>.int8.onnx")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch parity check")
+
+
+def check_parity(model: EmbeddingPredictor, predictor: OnnxPredictor, *, batch: int = 4, seed: int = 0) -> float:
+    """Max abs difference of the embeddings of ``predictor`` and the torch model on random padded inputs."""
+    cfg = model.config
+    rng = np.random.default_rng(seed)
+    N = cfg.max_context_length
+    c = rng.standard_normal((batch, N, cfg.input_dim)).astype(np.float32)  # B × N × D
+    q = rng.standard_normal((batch, cfg.input_dim)).astype(np.float32)  # B × D
+    m = np.ones((batch, N), bool)
+    m[0, N // 2 :] = False
+    with torch.inference_mode():
+        ref = model.predict(torch.from_numpy(c), torch.from_numpy(q), torch.from_numpy(m)).embedding.numpy()
+    emb, _ = predictor.predict(c, q, m)
+    return float(np.abs(emb - ref).max())
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from prime_retriever.checkpoint import load_checkpoint
+
+    model = load_checkpoint(args.checkpoint).model
+    out = export_onnx(model, args.out, opset=args.opset)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset})")
+    if not args.no_check:
+        diff = check_parity(model, OnnxPredictor(out, model.config, optimize=False))
+        print(f"fp32 parity: max |onnx - torch| = {diff:.2e}")
+        if diff >= 1e-4:
+            print("error: fp32 parity check failed (>= 1e-4)")
+            return 1
+    if args.int8:
+        q = quantize_onnx_int8(out, out.with_name(out.stem + ".int8.onnx"))
+        print(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB, int8 dynamic, per-channel)")
+    return 0
+
+
+def _tmp_dir() -> Path:
+    """A scratch directory for exports made on the fly (benchmarks)."""
+    return Path(tempfile.mkdtemp(prefix="prime_onnx_"))

@@ -1,0 +1,172 @@
+"""ONNX export and the onnxruntime backend: parity with torch (fp32 < 1e-4, int8 cosine > 0.99)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from prime_retriever import onnx as pr_onnx
+from prime_retriever.checkpoint import save_checkpoint
+from prime_retriever.cli import main as cli_main
+from prime_retriever.config import PredictorConfig
+from prime_retriever.errors import PredictorError
+from prime_retriever.inference import EagerPredictor, PredictorBackend
+from prime_retriever.onnx import OnnxPredictor, export_onnx, quantize_onnx_int8
+from prime_retriever.predictor import EmbeddingPredictor
+
+D = 32
+N_MAX = 6
+
+
+def tiny_model(**kw: Any) -> EmbeddingPredictor:
+    cfg: dict[str, Any] = dict(
+        input_dim=D, hidden_dim=64, output_dim=24, num_layers=2, num_heads=4, max_context_length=N_MAX, dropout=0.0
+    )
+    cfg.update(kw)
+    torch.manual_seed(0)
+    m = EmbeddingPredictor(PredictorConfig(**cfg)).eval()
+    torch.nn.init.normal_(m.confidence_head.weight, std=0.5)
+    return m
+
+
+def random_inputs(B: int, N: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((B, N, D)).astype(np.float32)  # B × N × D
+    q = rng.standard_normal((B, D)).astype(np.float32)  # B × D
+    m = np.ones((B, N), bool)  # B × N
+    m[0, N // 2 + 1 :] = False
+    if B > 1 and N > 1:
+        m[1, 0] = False
+    return c, q, m
+
+
+def realish_inputs(B: int, N: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like sentence embeddings: unit vectors sharing a common direction, turns of a dialogue correlated."""
+    rng = np.random.default_rng(seed)
+    common = rng.standard_normal(D)
+    topic = rng.standard_normal((B, 1, D))
+    c = 2.0 * common + 1.5 * topic + rng.standard_normal((B, N, D))
+    q = 2.0 * common + 1.5 * topic[:, 0] + rng.standard_normal((B, D))
+    c /= np.linalg.norm(c, axis=-1, keepdims=True)
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    m = np.ones((B, N), bool)
+    m[: B // 2, : N // 3] = False  # the early turns of some dialogues are missing
+    return c.astype(np.float32), q.astype(np.float32), m
+
+
+def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))).min())
+
+
+@pytest.fixture(scope="module", params=["bidirectional", "prefix"])
+def exported(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[EmbeddingPredictor, Path]:
+    model = tiny_model(attention_layout=request.param)
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return model, path
+
+
+def test_onnx_export(exported: tuple[EmbeddingPredictor, Path]) -> None:
+    """Export, reload in onnxruntime, and match torch: dynamic batch and turns, masks, max abs diff < 1e-4."""
+    import onnx
+
+    model, path = exported
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    assert [i.name for i in graph.graph.input] == ["context_embeddings", "query_embedding", "context_mask"]
+    eager = EagerPredictor(model)
+    for optimize in (False, True):
+        p = OnnxPredictor(path, model.config, optimize=optimize)
+        for B, N, seed in [(1, 1, 0), (1, N_MAX, 1), (5, 3, 2), (9, N_MAX, 3)]:
+            for make in (random_inputs, realish_inputs):
+                c, q, m = make(B, N, seed)
+                ref_e, ref_c = eager.predict(c, q, m)
+                e, conf = p.predict(c, q, m)
+                assert e.shape == (B, 24) and conf.shape == (B,)
+                assert np.abs(e - ref_e).max() < 1e-4
+                assert np.abs(conf - ref_c).max() < 1e-4
+        # no mask = all real turns
+        c, q, _ = random_inputs(2, 4)
+        assert np.abs(p.predict(c, q)[0] - eager.predict(c, q)[0]).max() < 1e-4
+    assert path.with_name("model.opt.onnx").is_file()  # the ORT-optimised graph is saved and reused
+    assert isinstance(OnnxPredictor(path, model.config), PredictorBackend)
+
+
+def test_onnx_int8_cosine(exported: tuple[EmbeddingPredictor, Path]) -> None:
+    model, path = exported
+    p = OnnxPredictor(path, model.config, int8=True)
+    assert p.int8 and p.path.name == "model.int8.onnx"
+    assert p.path.stat().st_size < path.stat().st_size
+    eager = EagerPredictor(model)
+    for make in (random_inputs, realish_inputs):
+        c, q, m = make(8, N_MAX, seed=5)
+        assert cosine_min(p.predict(c, q, m)[0], eager.predict(c, q, m)[0]) > 0.99
+
+
+def test_quantize_per_tensor_also_loads(tmp_path: Path, exported: tuple[EmbeddingPredictor, Path]) -> None:
+    model, path = exported
+    q = quantize_onnx_int8(path, tmp_path / "pt.int8.onnx", per_channel=False)
+    p = OnnxPredictor(q, model.config, int8=True, optimize=False)
+    c, qq, m = random_inputs(3, 4)
+    assert cosine_min(p.predict(c, qq, m)[0], EagerPredictor(model).predict(c, qq, m)[0]) > 0.99
+
+
+def test_external_data_above_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights over the threshold (2 GB in real life) go to an external data file that ORT loads."""
+    monkeypatch.setattr(pr_onnx, "EXTERNAL_DATA_THRESHOLD", 0)
+    model = tiny_model()
+    path = export_onnx(model, tmp_path / "big.onnx")
+    assert (tmp_path / "big.onnx.data").is_file()
+    assert path.stat().st_size < 100_000  # the graph alone
+    c, q, m = random_inputs(2, 3)
+    ref = EagerPredictor(model).predict(c, q, m)[0]
+    assert np.abs(OnnxPredictor(path, model.config, optimize=True).predict(c, q, m)[0] - ref).max() < 1e-4
+
+
+BAD: list[tuple[str, Any]] = [
+    ("context rank", lambda c, q, m: (c[0], q, None)),
+    ("context dim", lambda c, q, m: (c[..., :5], q, None)),
+    ("batch mismatch", lambda c, q, m: (c, q[:1], None)),
+    ("too many turns", lambda c, q, m: (np.zeros((2, N_MAX + 1, D), np.float32), q, None)),
+    ("mask shape", lambda c, q, m: (c, q, m[:, :1])),
+    ("mask empty row", lambda c, q, m: (c, q, np.zeros_like(m))),
+    ("nan", lambda c, q, m: (np.full_like(c, np.nan), q, None)),
+    ("inf", lambda c, q, m: (c, np.full_like(q, -np.inf), None)),
+]
+
+
+@pytest.mark.parametrize(("label", "make"), BAD, ids=[b[0] for b in BAD])
+def test_onnx_bad_input_raises_predictor_error(
+    label: str, make: Any, exported: tuple[EmbeddingPredictor, Path]
+) -> None:
+    model, path = exported
+    p = OnnxPredictor(path, model.config, optimize=False)
+    c, q, m = random_inputs(2, 3)
+    with pytest.raises(PredictorError):
+        p.predict(*make(c, q, m))
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(PredictorError, match="not found"):
+        OnnxPredictor(tmp_path / "nope.onnx", tiny_model().config)
+
+
+def test_cli_export_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tiny_model()
+    save_checkpoint(model, tmp_path / "ckpt")
+    out = tmp_path / "out" / "model.onnx"
+    assert cli_main(["export-onnx", str(tmp_path / "ckpt"), str(out), "--int8"]) == 0
+    assert out.is_file() and out.with_name("model.int8.onnx").is_file()
+    text = capsys.readouterr().out
+    assert "fp32 parity" in text and "int8" in text
+    c, q, m = random_inputs(2, 4)
+    p = OnnxPredictor(out.with_name("model.int8.onnx"), model.config, int8=True)
+    assert cosine_min(p.predict(c, q, m)[0], EagerPredictor(model).predict(c, q, m)[0]) > 0.99
