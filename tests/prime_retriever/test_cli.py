@@ -63,3 +63,15 @@ def test_default_fp16_checkpoint_under_500mb(tmp_path: Path, capsys: pytest.Capt
     assert main(["info", str(tmp_path / "big"), "--json"]) == 0
     size = json.loads(capsys.readouterr().out)["size_bytes"]
     assert size < 500e6
+
+
+def test_predict_in_process(ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    payload = {"context_embeddings": [[0.5] * 16], "query_embedding": [0.25] * 16}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(payload)))
+    assert main(["predict", "--checkpoint", str(ckpt)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    model = EmbeddingPredictor.from_checkpoint(ckpt)
+    expected = model(torch.tensor([payload["context_embeddings"]]), torch.tensor([payload["query_embedding"]]))
+    assert torch.allclose(torch.tensor(out["predicted_embedding"]), expected[0], atol=1e-6)
