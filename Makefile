@@ -33,9 +33,11 @@ integration: install
 
 test: lint unit integration
 
+DEMO_OUT ?= runs/demo
+DEMO_ARGS ?=
 demo: install
-	$(BIN)/prime-retriever bench --preset shipped --framing all --store local --out runs/demo
-	$(BIN)/python ../shared/tools/check_report.py runs/demo/report.json || true
+	$(BIN)/prime-retriever bench --preset shipped --framing all --store edge --out $(DEMO_OUT) $(DEMO_ARGS)
+	@if [ -f ../shared/tools/check_report.py ]; then $(BIN)/python ../shared/tools/check_report.py $(DEMO_OUT)/report.json; fi
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .coverage

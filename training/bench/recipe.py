@@ -24,21 +24,21 @@ from training.training_set import build_training_sets
 class Recipe:
     """Every choice of the benchmark's training run."""
 
-    hidden_dim: int = 512
-    num_layers: int = 2
-    num_heads: int = 8
+    hidden_dim: int = 128
+    num_layers: int = 1
+    num_heads: int = 4
     dropout: float = 0.1
     residual: bool = True
     attention_layout: str = "bidirectional"
-    learning_rate: float = 3e-4
+    learning_rate: float = 5e-4
     weight_decay: float = 0.01
-    batch_size: int = 128
-    num_epochs: int = 8
+    batch_size: int = 64
+    num_epochs: int = 40
     warmup_steps: int = 50
-    num_hard_negatives: int = 4
-    val_fraction: float = 0.1
-    patience: int = 3
-    time_budget_s: float = 900.0
+    num_hard_negatives: int = 0
+    val_fraction: float = 0.15
+    patience: int = 5
+    time_budget_s: float = 420.0
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)

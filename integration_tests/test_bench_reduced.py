@@ -1,0 +1,65 @@
+"""A reduced benchmark: a few hundred real questions, the real encoder, real Qdrant local mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from training.bench.recipe import Recipe
+from training.bench.runner import BenchOptions, run
+from training.bench.suite import shipped_suite
+
+
+@pytest.fixture(scope="module")
+def reduced(prime_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    suite = shipped_suite(prime_data_dir, limit=300)
+    opts = BenchOptions(out=tmp_path_factory.mktemp("reduced"), store="local", seed=0, recipe=Recipe())
+    return run(suite, opts)
+
+
+def test_report_has_every_framing_and_method(reduced: dict[str, Any]) -> None:
+    assert set(reduced["framings"]) == {"first_hop", "multi_hop", "given"}
+    for framing, methods in reduced["framings"].items():
+        expected = {"query_baseline", "linear_adapter", "predictor"}
+        if framing in ("multi_hop", "given"):
+            expected.add("concat_baseline")
+        assert expected <= set(methods)
+        for m in methods.values():
+            assert 0.0 <= m["p@5"] <= 1.0 and 0.0 <= m["mrr"] <= 1.0 and m["n"] > 20
+
+
+def test_predictor_never_below_the_query_baseline_on_validation(reduced: dict[str, Any]) -> None:
+    """The checkpoint kept is the best on the validation split, which includes the untrained (= baseline) start."""
+    train = reduced["training"]
+    assert train["val_best"]["val_mrr"] >= train["val_initial"]["mrr"] - 1e-9
+
+
+def test_given_framing_predictor_beats_query_baseline(reduced: dict[str, Any]) -> None:
+    given = reduced["framings"]["given"]
+    assert given["predictor"]["p@5"] > given["query_baseline"]["p@5"]
+    assert given["predictor"]["mrr"] > given["query_baseline"]["mrr"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="goal not reached yet: with the shipped recipe the predictor ties or trails the query embedding "
+    "on multi_hop (full run: P@5 0.140 vs 0.148, MRR 0.598 vs 0.636); see README 'Results'",
+)
+def test_multi_hop_predictor_beats_query_baseline(reduced: dict[str, Any]) -> None:
+    mh = reduced["framings"]["multi_hop"]
+    assert mh["predictor"]["p@5"] > mh["query_baseline"]["p@5"]
+    assert mh["predictor"]["mrr"] > mh["query_baseline"]["mrr"]
+
+
+def test_fixed_seeds_give_the_same_numbers(prime_data_dir: Path, tmp_path: Path) -> None:
+    suite = shipped_suite(prime_data_dir, limit=40)
+    recipe = Recipe(num_epochs=2, time_budget_s=120)
+    a = run(suite, BenchOptions(out=tmp_path / "a", store="local", seed=3, recipe=recipe))
+    b = run(suite, BenchOptions(out=tmp_path / "b", store="local", seed=3, recipe=recipe))
+    assert a["checkpoint_sha256"] == b["checkpoint_sha256"]
+    for framing in a["framings"]:
+        for method in a["framings"][framing]:
+            for metric in ("p@1", "p@5", "r@10", "allin@10", "mrr"):
+                assert a["framings"][framing][method][metric] == b["framings"][framing][method][metric]
