@@ -31,7 +31,7 @@ from torch import nn
 from prime_retriever.config import PredictorConfig, TrainingConfig
 from prime_retriever.predictor import EmbeddingPredictor
 from training.losses import InfoNCELoss
-from training.training_set import Batch, TrainingSet
+from training.training_set import Batch, TrainingSet, stratified_mean
 
 __all__ = [
     "PredictorModule",
@@ -147,7 +147,8 @@ def evaluate_retrieval(
     finally:
         if model is not None and was_training:
             model.train()
-    return {f"r@{k}": float(torch.cat(rec).mean()), "mrr": float(torch.cat(rr).mean())}
+    return {f"r@{k}": stratified_mean(torch.cat(rec), vset.stratum),
+            "mrr": stratified_mean(torch.cat(rr), vset.stratum)}
 
 
 class TrainableYEncoder(nn.Module):
@@ -227,6 +228,7 @@ class PredictorModule(L.LightningModule):
         self.baseline: dict[str, float] = {}
         self._val_rec: list[torch.Tensor] = []
         self._val_rr: list[torch.Tensor] = []
+        self._val_stratum: list[torch.Tensor] = []
         self._val_corpus: torch.Tensor | None = None
         self.history: list[dict[str, float]] = []
 
@@ -316,7 +318,7 @@ class PredictorModule(L.LightningModule):
         return torch.cat(chunks)
 
     def on_validation_epoch_start(self) -> None:
-        self._val_rec, self._val_rr = [], []
+        self._val_rec, self._val_rr, self._val_stratum = [], [], []
         self._val_corpus = self._corpus_matrix() if self.val_set is not None else None
         vs = self.val_set
         if vs is not None and not self.baseline and vs.query.shape[1] == vs.corpus.shape[1]:
@@ -328,18 +330,25 @@ class PredictorModule(L.LightningModule):
         r, m = retrieval_metrics(out.embedding, self._val_corpus, batch["gold"], batch["excluded"])
         self._val_rec.append(r)
         self._val_rr.append(m)
+        self._val_stratum.append(batch.get("stratum", torch.zeros_like(batch["index"])))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_rec:
             return
         rec = torch.cat(self._val_rec)
         rr = torch.cat(self._val_rr)
-        sums = torch.stack([rec.sum(), rr.sum(), torch.tensor(float(rec.numel()), device=rec.device)])
+        st = torch.cat(self._val_stratum).to(rec.device)
+        vs = self.val_set
+        S = int(vs.stratum.max()) + 1 if vs is not None and vs.stratum is not None else 1
+        # per-stratum sums and counts (S × 3), summed across ranks, then macro-averaged over strata
+        sums = torch.zeros(S, 3, device=rec.device)
+        sums.index_add_(0, st, torch.stack([rec, rr, torch.ones_like(rec)], dim=1))
         _, world = _dist_world()
         if world > 1:
             torch.distributed.all_reduce(sums)
-        n = float(sums[2].clamp(min=1))
-        metrics = {"val_r@10": float(sums[0]) / n, "val_mrr": float(sums[1]) / n}
+        present = sums[:, 2] > 0
+        per = sums[present, :2] / sums[present, 2:3]  # S' × 2
+        metrics = {"val_r@10": float(per[:, 0].mean()), "val_mrr": float(per[:, 1].mean())}
         self.log("val_r@10", metrics["val_r@10"], prog_bar=True, rank_zero_only=False)
         self.log("val_mrr", metrics["val_mrr"], prog_bar=True, rank_zero_only=False)
         if self.baseline:

@@ -4,7 +4,9 @@
 ``max_context_length`` turns), its mask ``E × N``, the query ``E × D``, each example's gold corpus
 rows ``E × G`` (-1 padded: the positives to sample from, and the set used for false-negative
 masking), its hard-negative rows ``E × K`` and its excluded rows ``E × X`` (both -1 padded), plus
-the corpus matrix ``C × D`` (Y-Encoder space) all rows refer to.
+the corpus matrix ``C × D`` (Y-Encoder space) all rows refer to, and each example's stratum ``E``
+(its dataset and framing): validation metrics are macro-averaged over strata, so that the largest
+dataset alone does not decide early stopping.
 
 :func:`collate_training_batch` turns a list of example indices into one training batch, sampling
 one positive per row (uniformly among its golds) and up to ``num_hard_negatives`` hard negatives.
@@ -44,6 +46,23 @@ def _pad_rows(rows: Sequence[Sequence[int]], width: int | None = None) -> torch.
     return out
 
 
+def strata(examples: Sequence[Example]) -> torch.Tensor:
+    """Each example's stratum: the index of its (source, framing) pair in sorted order, E long."""
+    keys = sorted({(ex.source, ex.framing) for ex in examples})
+    index = {k: i for i, k in enumerate(keys)}
+    return torch.tensor([index[(ex.source, ex.framing)] for ex in examples], dtype=torch.long)
+
+
+def stratified_mean(values: torch.Tensor, stratum: torch.Tensor | None) -> float:
+    """Mean over strata of each stratum's mean (the plain mean when there is one stratum)."""
+    if stratum is None or values.numel() == 0:
+        return float(values.float().mean()) if values.numel() else float("nan")
+    s = stratum.to(values.device)
+    sums = torch.zeros(int(s.max()) + 1, device=values.device).index_add_(0, s, values.float())
+    counts = torch.bincount(s, minlength=sums.numel()).float()
+    return float((sums[counts > 0] / counts[counts > 0]).mean())
+
+
 @dataclass
 class TrainingSet:
     """Tensors of E examples against one corpus; see the module doc for shapes."""
@@ -56,6 +75,7 @@ class TrainingSet:
     excluded: torch.Tensor  # E × X long, -1 padded
     corpus: torch.Tensor  # C × D float32, the Y-Encoder matrix
     corpus_ids: list[str]
+    stratum: torch.Tensor | None = None  # E long: index of (source, framing); None = one stratum
 
     def __len__(self) -> int:
         return int(self.query.shape[0])
@@ -75,12 +95,14 @@ class TrainingSet:
             excluded=_pad_rows([r.excluded for r in rows]),
             corpus=torch.from_numpy(np.ascontiguousarray(encoded.corpus.vectors)),
             corpus_ids=list(encoded.corpus.ids),
+            stratum=strata(encoded.examples),
         )
 
     def subset(self, indices: Sequence[int]) -> TrainingSet:
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         return TrainingSet(self.context[idx], self.context_mask[idx], self.query[idx], self.gold[idx],
-                           self.negatives[idx], self.excluded[idx], self.corpus, self.corpus_ids)
+                           self.negatives[idx], self.excluded[idx], self.corpus, self.corpus_ids,
+                           None if self.stratum is None else self.stratum[idx])
 
 
 class _Indices(TorchDataset[int]):
@@ -173,5 +195,8 @@ def collate_eval_batch(tset: TrainingSet, indices: Sequence[int]) -> Batch:
     idx = torch.as_tensor(list(indices), dtype=torch.long)
     mask = tset.context_mask[idx]
     n = max(int(mask.sum(dim=1).max()), 1)
-    return {"index": idx, "context": tset.context[idx, :n], "context_mask": mask[:, :n],
-            "query": tset.query[idx], "gold": tset.gold[idx], "excluded": tset.excluded[idx]}
+    batch = {"index": idx, "context": tset.context[idx, :n], "context_mask": mask[:, :n],
+             "query": tset.query[idx], "gold": tset.gold[idx], "excluded": tset.excluded[idx]}
+    if tset.stratum is not None:
+        batch["stratum"] = tset.stratum[idx]
+    return batch

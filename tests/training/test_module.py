@@ -115,3 +115,18 @@ def test_y_encoder_fine_tuning_saves_with_the_checkpoint(tmp_path: Path) -> None
     meta = read_meta(tmp_path / "ck")
     assert meta.needs_reindex and meta.y_encoder_dir == "y_encoder"
     assert (tmp_path / "ck" / "y_encoder" / "config.json").is_file()
+
+
+def test_stratified_mean_is_a_macro_average() -> None:
+    import torch
+
+    from training.data import Example
+    from training.training_set import strata, stratified_mean
+
+    values = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    stratum = torch.tensor([0, 0, 0, 1])
+    assert stratified_mean(values, stratum) == 0.5  # (mean 1.0 + mean 0.0) / 2, not 0.75
+    assert stratified_mean(values, None) == 0.75
+    exs = [Example(id=str(i), context=("q",), query="q", positive_ids=("d",), source=src, framing=fr)
+           for i, (src, fr) in enumerate([("b", "given"), ("a", "first_hop"), ("b", "given"), ("a", "multi_hop")])]
+    assert strata(exs).tolist() == [2, 0, 2, 1]

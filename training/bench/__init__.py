@@ -33,6 +33,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--store", default="edge", help="local | edge | http(s)://server (default: edge, embedded)")
     run.add_argument("--out", type=Path, required=True, help="output directory")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--backend", default="eager", choices=["eager", "fast", "compiled", "onnx"],
+                     help="predictor path for the searches (fast: the fastest correct path for the device)")
     rec = parser.add_argument_group("recipe (see README)")
     for f in fields(Recipe):
         flag = "--" + f.name.replace("_", "-")

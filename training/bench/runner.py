@@ -21,9 +21,8 @@ import numpy as np
 from prime_retriever.checkpoint import read_meta
 from prime_retriever.embedding_cache import CachedEncoder
 from prime_retriever.encoders import HFTextEncoder
-from prime_retriever.inference import EagerPredictor
 from prime_retriever.predictor import EmbeddingPredictor
-from prime_retriever.retriever import PredictiveRetriever, open_store
+from prime_retriever.retriever import PredictiveRetriever, make_backend, open_store
 from training.bench.adapter import LinearAdapter, load_adapter, save_adapter, train_adapter
 from training.bench.recipe import Recipe, train_with_recipe
 from training.bench.report import markdown_table, plot_recall, write_json
@@ -44,6 +43,7 @@ class BenchOptions:
     seed: int = 0
     recipe: Recipe = field(default_factory=Recipe)
     micro_batching: bool = False  # sequential searches: honest per-call latency
+    backend: str = "eager"  # eager | fast | compiled | onnx: the predictor path searches go through
 
 
 @dataclass
@@ -187,7 +187,8 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
     # ---- index into the project's own store, then search through the real retriever
     store_path = out / "store"
     store = open_store(opts.store, path=store_path)
-    retriever = PredictiveRetriever(EagerPredictor(model), encoder, store, micro_batching=opts.micro_batching)
+    backend = make_backend(model, opts.backend)
+    retriever = PredictiveRetriever(backend, encoder, store, micro_batching=opts.micro_batching)
     framings: dict[str, Any] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
     async with retriever:
@@ -212,6 +213,7 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
         "checkpoint_sha256": _sha_dir(ckpt_dir),
         "checkpoint": str(ckpt_dir),
         "store": store.name,
+        "backend": getattr(backend, "name", opts.backend),
         "sources": suite.sources,
         "recipe": opts.recipe.describe(),
         "training": train_info,
