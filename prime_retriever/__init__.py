@@ -77,9 +77,10 @@ __all__ = [
     "TextEncoder",
     "TrainingConfig",
     "VectorStore",
+    "__version__",
     "check_encoder_dims",
     "load_checkpoint",
+    "open_store",
     "save_checkpoint",
     "verify_checkpoint",
-    "__version__",
 ]
