@@ -210,6 +210,7 @@ def train_predictor(
     model: EmbeddingPredictor | None = None,
     y_encoder_path: str | None = None,
     confidence_weight: float = 0.1,
+    stratify_validation: bool = False,
     num_threads: int | None = None,
     verbose: bool = True,
 ) -> TrainResult:
@@ -230,6 +231,8 @@ def train_predictor(
         precision: Lightning precision; None picks it from ``training_config.mixed_precision``.
         num_hard_negatives: explicit hard negatives per row from ``Example.negative_ids``.
         patience: early-stopping patience in validations without a better ``val_mrr``.
+        stratify_validation: macro-average the validation metrics over (dataset, framing) strata
+            instead of over examples.
         num_threads: ``torch.set_num_threads`` for the run (1 avoids thrashing on a shared, busy CPU).
     """
     out = Path(out_dir)
@@ -240,7 +243,8 @@ def train_predictor(
         raise PrimeError(f"encoder {encoder.name!r} has dim {encoder.dim}; the predictor expects "
                          f"input_dim={predictor_config.input_dim}, output_dim={predictor_config.output_dim}")
     train_set, val_set, enc_corpus = build_training_sets(
-        train_examples, val_examples, corpus, encoder, max_context_length=predictor_config.max_context_length)
+        train_examples, val_examples, corpus, encoder, max_context_length=predictor_config.max_context_length,
+        stratify_validation=stratify_validation)
     bs = training_config.batch_size
     steps_per_epoch = max(len(train_set) // (bs * devices), 1)
     # max_steps, when given, overrides num_epochs; otherwise num_epochs bounds the run

@@ -4,9 +4,9 @@
 ``max_context_length`` turns), its mask ``E × N``, the query ``E × D``, each example's gold corpus
 rows ``E × G`` (-1 padded: the positives to sample from, and the set used for false-negative
 masking), its hard-negative rows ``E × K`` and its excluded rows ``E × X`` (both -1 padded), plus
-the corpus matrix ``C × D`` (Y-Encoder space) all rows refer to, and each example's stratum ``E``
-(its dataset and framing): validation metrics are macro-averaged over strata, so that the largest
-dataset alone does not decide early stopping.
+the corpus matrix ``C × D`` (Y-Encoder space) all rows refer to, and optionally each example's
+stratum ``E`` (its dataset and framing): validation metrics are then macro-averaged over strata, so
+that the largest dataset alone does not decide early stopping.
 
 :func:`collate_training_batch` turns a list of example indices into one training batch, sampling
 one positive per row (uniformly among its golds) and up to ``num_hard_negatives`` hard negatives.
@@ -81,7 +81,7 @@ class TrainingSet:
         return int(self.query.shape[0])
 
     @classmethod
-    def from_encoded(cls, encoded: EncodedExamples, *, max_context_length: int) -> TrainingSet:
+    def from_encoded(cls, encoded: EncodedExamples, *, max_context_length: int, stratify: bool = False) -> TrainingSet:
         """Build from :class:`EncodedExamples` (its corpus is the candidate set)."""
         n = len(encoded)
         batch = encoded.batch(range(n), max_context_length=max_context_length)
@@ -95,7 +95,7 @@ class TrainingSet:
             excluded=_pad_rows([r.excluded for r in rows]),
             corpus=torch.from_numpy(np.ascontiguousarray(encoded.corpus.vectors)),
             corpus_ids=list(encoded.corpus.ids),
-            stratum=strata(encoded.examples),
+            stratum=strata(encoded.examples) if stratify else None,
         )
 
     def subset(self, indices: Sequence[int]) -> TrainingSet:
@@ -175,6 +175,7 @@ def build_training_sets(
     *,
     max_context_length: int,
     batch_size: int = 64,
+    stratify_validation: bool = False,
 ) -> tuple[TrainingSet, TrainingSet | None, EncodedCorpus]:
     """Encode the corpus and both example lists once; return (train, val or None, encoded corpus)."""
     enc_corpus = EncodedCorpus(corpus, encoder, batch_size=batch_size)
@@ -182,7 +183,7 @@ def build_training_sets(
                                      max_context_length=max_context_length)
     val = (
         TrainingSet.from_encoded(EncodedExamples(val_examples, encoder, enc_corpus, batch_size=batch_size),
-                                 max_context_length=max_context_length)
+                                 max_context_length=max_context_length, stratify=stratify_validation)
         if val_examples
         else None
     )

@@ -38,6 +38,7 @@ class Recipe:
     num_hard_negatives: int = 0
     val_fraction: float = 0.15
     patience: int = 5
+    stratify_validation: bool = False  # macro-average validation over (dataset, framing): measured worse
     time_budget_s: float = 420.0
 
     def describe(self) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def train_with_recipe(
         num_hard_negatives=recipe.num_hard_negatives,
         patience=recipe.patience,
         dataset_names=names,
-        log_dir=out / "logs",
+        log_dir=out / "logs", stratify_validation=recipe.stratify_validation,
     )
     if result.checkpoint_path is None:
         raise RuntimeError("training produced no checkpoint")
