@@ -52,6 +52,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from prime_retriever.config import PredictorConfig
 from prime_retriever.errors import PredictorError
+from prime_retriever.inference import ConfigDims
 from prime_retriever.predictor import ContextKV, EmbeddingPredictor, PredictorOutputs
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def _quantize_int8(model: EmbeddingPredictor) -> EmbeddingPredictor:
 
 
 # ---------------------------------------------------------------------------------------------- predictor
-class OptimizedPredictor:
+class OptimizedPredictor(ConfigDims):
     """Static-shape, compiled, reduced-precision predictor behind the PredictorBackend protocol.
 
     Build it with :func:`create_optimized_predictor`. ``predict`` takes numpy arrays (context B × N × D,
@@ -256,19 +257,6 @@ class OptimizedPredictor:
             self._kv_mask = torch.ones(self.max_batch_size, N, device=self.device, dtype=torch.bool)
         if warmup:
             self.warmup()
-
-    # ------------------------------------------------------------------ protocol properties
-    @property
-    def input_dim(self) -> int:
-        return self.config.input_dim
-
-    @property
-    def output_dim(self) -> int:
-        return self.config.output_dim
-
-    @property
-    def max_context_length(self) -> int:
-        return self.config.max_context_length
 
     # ------------------------------------------------------------------ compilation
     def _compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from prime_retriever.config import PredictorConfig
 from prime_retriever.errors import PredictorError
 from prime_retriever.predictor import EmbeddingPredictor
 
@@ -55,25 +56,32 @@ def as_tensors(
     return c, q, m
 
 
-class EagerPredictor:
+class ConfigDims:
+    """The :class:`PredictorBackend` dimension properties, read from ``self.config``."""
+
+    config: PredictorConfig
+
+    @property
+    def input_dim(self) -> int:
+        return self.config.input_dim
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.output_dim
+
+    @property
+    def max_context_length(self) -> int:
+        return self.config.max_context_length
+
+
+class EagerPredictor(ConfigDims):
     """The plain torch forward, in inference mode."""
 
     name = "eager"
 
     def __init__(self, model: EmbeddingPredictor) -> None:
         self.model = model.eval()
-
-    @property
-    def input_dim(self) -> int:
-        return self.model.config.input_dim
-
-    @property
-    def output_dim(self) -> int:
-        return self.model.config.output_dim
-
-    @property
-    def max_context_length(self) -> int:
-        return self.model.config.max_context_length
+        self.config = model.config
 
     def predict(
         self, context: np.ndarray, query: np.ndarray, context_mask: np.ndarray | None = None

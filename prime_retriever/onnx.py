@@ -29,6 +29,7 @@ from torch import nn
 from prime_retriever.config import PredictorConfig
 from prime_retriever.errors import PredictorError
 from prime_retriever.fast import validate_arrays
+from prime_retriever.inference import ConfigDims
 from prime_retriever.predictor import EmbeddingPredictor
 
 __all__ = [
@@ -147,7 +148,7 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, *, per_channel: bool = 
     return out
 
 
-class OnnxPredictor:
+class OnnxPredictor(ConfigDims):
     """An ONNX graph run by onnxruntime (CPU), behind the PredictorBackend protocol.
 
     ``optimize=True`` applies ORT_ENABLE_ALL and saves the optimised graph as
@@ -200,17 +201,6 @@ class OnnxPredictor:
         self.session = ort.InferenceSession(str(load), so, providers=providers or ["CPUExecutionProvider"])
         self.name = "onnx-int8" if int8 else "onnx-fp32"
 
-    @property
-    def input_dim(self) -> int:
-        return self.config.input_dim
-
-    @property
-    def output_dim(self) -> int:
-        return self.config.output_dim
-
-    @property
-    def max_context_length(self) -> int:
-        return self.config.max_context_length
 
     def predict(
         self, context: np.ndarray, query: np.ndarray, context_mask: np.ndarray | None = None
