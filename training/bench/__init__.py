@@ -73,7 +73,8 @@ def run_cli(args: argparse.Namespace) -> int:
         raise SystemExit("no training examples: give --train FILE... or --checkpoint CKPT")
     overrides = {f.name: getattr(args, f.name) for f in fields(Recipe) if getattr(args, f.name) is not None}
     opts = BenchOptions(
-        out=args.out, store=args.store, checkpoint=args.checkpoint, seed=args.seed, recipe=Recipe(**overrides)
+        out=args.out, store=args.store, checkpoint=args.checkpoint, seed=args.seed, recipe=Recipe(**overrides),
+        backend=args.backend,
     )
     run(suite, opts)
     return 0
