@@ -62,16 +62,18 @@ class IndexReport:
     seconds: float
 
 
-def read_corpus_jsonl(path: str | os.PathLike[str]) -> list[Document]:
+def read_corpus_jsonl(path: str | os.PathLike[str], *, allow_duplicates: bool = True) -> list[Document]:
     """Read a generic JSONL corpus: one ``{"id": str, "text": str, "title": str?}`` object a line.
 
     Raises:
-        DataError: a line is not a JSON object, or ``id``/``text`` is missing, empty or not a string.
+        DataError: a line is not a JSON object, ``id``/``text`` is missing, empty or not a string,
+            or (with ``allow_duplicates=False``) an id repeats.
     """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"corpus file not found: {p}")
     docs: list[Document] = []
+    seen: set[str] = set()
     with p.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -92,6 +94,9 @@ def read_corpus_jsonl(path: str | os.PathLike[str]) -> list[Document]:
                 title = ""
             if not isinstance(title, str):
                 raise DataError(f"{where}: 'title' must be a string")
+            if not allow_duplicates and doc_id in seen:
+                raise DataError(f"{where}: duplicate document id {doc_id!r}")
+            seen.add(doc_id)
             docs.append(Document(id=doc_id, text=text, title=title))
     return docs
 

@@ -80,7 +80,7 @@ def test_generic_corpus_malformed(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"c.jsonl:2: duplicate document id"):
         read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl")
     (tmp_path / "c.jsonl").write_text('{"id": "d1"}\n')
-    with pytest.raises(DataError, match=r"c.jsonl:1: missing key 'text'"):
+    with pytest.raises(DataError, match=r"c.jsonl:1: 'text' must be a non-empty string"):
         read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl")
 
 

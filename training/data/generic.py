@@ -21,6 +21,7 @@ from typing import Any
 
 from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
+from prime_retriever.indexing import read_corpus_jsonl
 from training.data.examples import GIVEN, Dataset, Example
 from training.data.jsonio import iter_jsonl
 
@@ -51,18 +52,8 @@ def _str_list(rec: Mapping[str, Any], key: str, where: str, *, required: bool = 
 
 
 def read_corpus(path: str | Path) -> dict[str, Document]:
-    """Read a generic corpus file; duplicate ids are an error."""
-    corpus: dict[str, Document] = {}
-    for n, rec in iter_jsonl(path):
-        where = f"{path}:{n}"
-        doc_id = _str(rec, "id", where)
-        if not doc_id:
-            raise DataError(f"{where}: empty 'id'")
-        if doc_id in corpus:
-            raise DataError(f"{where}: duplicate document id {doc_id!r}")
-        corpus[doc_id] = Document(id=doc_id, text=_str(rec, "text", where),
-                                  title=_str(rec, "title", where, required=False))
-    return corpus
+    """Read a generic corpus file (the runtime's reader); duplicate ids are an error."""
+    return {doc.id: doc for doc in read_corpus_jsonl(path, allow_duplicates=False)}
 
 
 def read_examples(path: str | Path, corpus: Mapping[str, Document] | None = None, *,
