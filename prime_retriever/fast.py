@@ -53,7 +53,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from prime_retriever.config import PredictorConfig
 from prime_retriever.errors import PredictorError
 from prime_retriever.inference import ConfigDims
-from prime_retriever.predictor import ContextKV, EmbeddingPredictor, PredictorOutputs
+from prime_retriever.predictor import (
+    ContextKV,
+    EmbeddingPredictor,
+    PredictorOutputs,
+    check_input_shapes,
+    check_mask,
+)
 
 if TYPE_CHECKING:
     from prime_retriever.onnx import OnnxPredictor
@@ -98,36 +104,18 @@ def validate_arrays(
     Returns ``(context B × N × D float32, query B × D float32, mask B × N bool)``; a missing mask
     becomes all True. Raises :class:`PredictorError` naming what was expected and what was received.
     """
-    D = cfg.input_dim
     try:
         c = np.asarray(context, dtype=np.float32)  # B × N × D
         q = np.asarray(query, dtype=np.float32)  # B × D
     except (TypeError, ValueError) as e:
         raise PredictorError(f"inputs are not numeric arrays: {e}") from e
-    if c.ndim != 3 or c.shape[-1] != D:
-        raise PredictorError(f"context_embeddings must have shape (B, N, {D}); got {c.shape}")
-    if q.ndim != 2 or q.shape[-1] != D:
-        raise PredictorError(f"query_embedding must have shape (B, {D}); got {q.shape}")
-    B, N, _ = c.shape
-    if q.shape[0] != B:
-        raise PredictorError(f"batch mismatch: context_embeddings has B={B}, query_embedding has B={q.shape[0]}")
-    if B == 0:
-        raise PredictorError("empty batch: expected B >= 1; got B=0")
-    if N == 0:
-        raise PredictorError(f"empty context: expected shape (B, N>=1, {D}); got {c.shape}")
-    if cfg.max_context_length < N:
-        raise PredictorError(
-            f"too many context turns: expected N <= max_context_length={cfg.max_context_length}; got N={N}"
-        )
+    B, N = check_input_shapes(cfg, c.shape, q.shape)
     if context_mask is None:
         m = np.ones((B, N), dtype=bool)  # B × N
     else:
         m = np.asarray(context_mask)
-        if m.dtype != np.bool_ or m.shape != (B, N):
-            raise PredictorError(f"context_mask must be a bool array of shape ({B}, {N}); got {m.dtype} {m.shape}")
-        empty = np.flatnonzero(~m.any(axis=1)).tolist()
-        if empty:
-            raise PredictorError(f"empty context: rows {empty} of context_mask have no real turn")
+        ok = m.dtype == np.bool_ and m.shape == (B, N)
+        check_mask(ok, m.shape, B, N, np.flatnonzero(~m.any(axis=1)).tolist() if ok else [], m.dtype)
     if not np.isfinite(c).all():
         raise PredictorError("context_embeddings contains NaN or Inf")
     if not np.isfinite(q).all():

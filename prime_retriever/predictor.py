@@ -37,6 +37,43 @@ class PredictorOutputs(NamedTuple):
     confidence_logit: torch.Tensor  # B
 
 
+def check_input_shapes(
+    config: PredictorConfig, context_shape: tuple[int, ...], query_shape: tuple[int, ...]
+) -> tuple[int, int]:
+    """Check the shapes of one predictor call against ``config``; return ``(B, N)``.
+
+    Shared by the torch model and the numpy backends, so every path names the expected and the
+    received shape in the same words. Raises :class:`PredictorError`.
+    """
+    D = config.input_dim
+    if len(context_shape) != 3 or context_shape[-1] != D:
+        raise PredictorError(f"context_embeddings must have shape (B, N, {D}); got {context_shape}")
+    if len(query_shape) != 2 or query_shape[-1] != D:
+        raise PredictorError(f"query_embedding must have shape (B, {D}); got {query_shape}")
+    B, N, _ = context_shape
+    if query_shape[0] != B:
+        raise PredictorError(f"batch mismatch: context_embeddings has B={B}, query_embedding has B={query_shape[0]}")
+    if B == 0:
+        raise PredictorError("empty batch: expected B >= 1; got B=0")
+    if N == 0:
+        raise PredictorError(f"empty context: expected shape (B, N>=1, {D}); got {context_shape}")
+    if config.max_context_length < N:
+        raise PredictorError(
+            f"too many context turns: expected N <= max_context_length={config.max_context_length}; got N={N}"
+        )
+    return B, N
+
+
+def check_mask(
+    is_bool: bool, mask_shape: tuple[int, ...], B: int, N: int, empty_rows: list[int], dtype: object
+) -> None:
+    """Check a context mask's dtype and shape, and that every row has a real turn."""
+    if not is_bool or mask_shape != (B, N):
+        raise PredictorError(f"context_mask must be a bool tensor of shape ({B}, {N}); got {dtype} {mask_shape}")
+    if empty_rows:
+        raise PredictorError(f"empty context: rows {empty_rows} of context_mask have no real turn")
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention on torch's fused ``scaled_dot_product_attention``."""
 
@@ -159,8 +196,6 @@ class EmbeddingPredictor(nn.Module):
         context_mask: torch.Tensor | None = None,
     ) -> None:
         """Raise :class:`PredictorError` naming the expected and received shape, dtype or device."""
-        cfg = self.config
-        D = cfg.input_dim
         for name, t in (("context_embeddings", context_embeddings), ("query_embedding", query_embedding)):
             if not isinstance(t, torch.Tensor):
                 raise PredictorError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
@@ -168,36 +203,13 @@ class EmbeddingPredictor(nn.Module):
                 raise PredictorError(f"{name} must have dtype {self.dtype}; got {t.dtype}")
             if t.device != self.device:
                 raise PredictorError(f"{name} must be on device {self.device}; got {t.device}")
-        if context_embeddings.dim() != 3 or context_embeddings.shape[-1] != D:
-            raise PredictorError(
-                f"context_embeddings must have shape (B, N, {D}); got {tuple(context_embeddings.shape)}"
-            )
-        if query_embedding.dim() != 2 or query_embedding.shape[-1] != D:
-            raise PredictorError(f"query_embedding must have shape (B, {D}); got {tuple(query_embedding.shape)}")
-        B, N, _ = context_embeddings.shape
-        if query_embedding.shape[0] != B:
-            raise PredictorError(
-                f"batch mismatch: context_embeddings has B={B}, query_embedding has B={query_embedding.shape[0]}"
-            )
-        if B == 0:
-            raise PredictorError("empty batch: expected B >= 1; got B=0")
-        if N == 0:
-            raise PredictorError(f"empty context: expected shape (B, N>=1, {D}); got {tuple(context_embeddings.shape)}")
-        if cfg.max_context_length < N:
-            raise PredictorError(
-                f"too many context turns: expected N <= max_context_length={cfg.max_context_length}; got N={N}"
-            )
+        B, N = check_input_shapes(self.config, tuple(context_embeddings.shape), tuple(query_embedding.shape))
         if context_mask is not None:
-            if context_mask.dtype != torch.bool or tuple(context_mask.shape) != (B, N):
-                raise PredictorError(
-                    f"context_mask must be a bool tensor of shape ({B}, {N}); "
-                    f"got {context_mask.dtype} {tuple(context_mask.shape)}"
-                )
             if context_mask.device != self.device:
                 raise PredictorError(f"context_mask must be on device {self.device}; got {context_mask.device}")
-            empty = (~context_mask.any(dim=1)).nonzero().flatten().tolist()
-            if empty:
-                raise PredictorError(f"empty context: rows {empty} of context_mask have no real turn")
+            ok = context_mask.dtype == torch.bool and tuple(context_mask.shape) == (B, N)
+            empty = (~context_mask.any(dim=1)).nonzero().flatten().tolist() if ok else []
+            check_mask(ok, tuple(context_mask.shape), B, N, empty, context_mask.dtype)
         if not bool(torch.isfinite(context_embeddings).all()):
             raise PredictorError("context_embeddings contains NaN or Inf")
         if not bool(torch.isfinite(query_embedding).all()):
