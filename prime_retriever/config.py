@@ -53,6 +53,14 @@ class PredictorConfig(BaseModel):
             "(added) output = normalize(query + delta): start from the query embedding (needs input_dim == output_dim)"
         ),
     )
+    input_mixing: bool = Field(
+        default=False,
+        description=(
+            "(added) learned Rocchio-style mixing: output = normalize(query + sum_i w_i x_i + delta), where "
+            "x_i are the raw context-turn and query embeddings and w_i a zero-initialised linear score of "
+            "each token's final state (needs residual=True and the bidirectional layout)"
+        ),
+    )
     block_type: Literal["standard", "llama"] = Field(
         default="standard",
         description="(added) 'llama': Llama decoder layers (RMSNorm, RoPE, SwiGLU, GQA), bidirectional",
@@ -74,6 +82,10 @@ class PredictorConfig(BaseModel):
             raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})")
         if self.residual and self.input_dim != self.output_dim:
             raise ValueError(f"residual=True needs input_dim == output_dim; got {self.input_dim} and {self.output_dim}")
+        if self.input_mixing and not self.residual:
+            raise ValueError("input_mixing=True needs residual=True (the mixture is added to the query)")
+        if self.input_mixing and self.attention_layout == "prefix":
+            raise ValueError("input_mixing=True is not supported with attention_layout='prefix'")
         if self.block_type == "llama" and self.llama_config is None:
             raise ValueError("block_type='llama' needs llama_config (the Llama model's config as a dict)")
         return self

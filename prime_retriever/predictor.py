@@ -166,6 +166,12 @@ class EmbeddingPredictor(nn.Module):
         self.confidence_head = nn.Linear(H, 1)
         nn.init.zeros_(self.confidence_head.weight)
         nn.init.zeros_(self.confidence_head.bias)
+        self.mix: nn.Linear | None = None
+        if config.input_mixing:
+            # w_i = mix(h_i) for every context turn and the query; zero at start: output = query
+            self.mix = nn.Linear(H, 1)
+            nn.init.zeros_(self.mix.weight)
+            nn.init.zeros_(self.mix.bias)
         if config.residual:
             # start exactly at the query-embedding baseline: delta = 0
             nn.init.zeros_(self.output_proj.weight)
@@ -261,11 +267,15 @@ class EmbeddingPredictor(nn.Module):
                 x = layer(x, mask)
         return x
 
-    def _head(self, state: torch.Tensor, query_embedding: torch.Tensor) -> PredictorOutputs:
+    def _head(
+        self, state: torch.Tensor, query_embedding: torch.Tensor, mixture: torch.Tensor | None = None
+    ) -> PredictorOutputs:
         h = self.norm(state)  # B × H
         out = self.output_proj(h)  # B × O
         if self.config.residual:
             out = query_embedding + out
+        if mixture is not None:
+            out = out + mixture
         embedding = F.normalize(out, p=2, dim=-1)  # B × O
         confidence_logit = self.confidence_head(h.detach()).squeeze(-1)  # B
         return PredictorOutputs(embedding, confidence_logit)
@@ -283,7 +293,15 @@ class EmbeddingPredictor(nn.Module):
         pred = self.pred_token.expand(B, -1, -1)  # B × 1 × H
         x = torch.cat([pred, ctx, query], dim=1)  # B × (N+2) × H
         x = self._run_layers(x, self.attention_mask(context_mask, B, N))  # B × (N+2) × H
-        return self._head(x[:, 0], query_embedding)
+        mixture = None
+        if self.mix is not None:
+            w = self.mix(x[:, 1:]).squeeze(-1)  # B × (N+1): a weight per context turn and the query
+            if context_mask is not None:
+                real = torch.cat([context_mask, torch.ones_like(context_mask[:, :1])], dim=1)  # B × (N+1)
+                w = w * real.to(w.dtype)  # padded turns weigh 0
+            raw = torch.cat([context_embeddings, query_embedding.unsqueeze(1)], dim=1)  # B × (N+1) × D
+            mixture = (w.unsqueeze(-1) * raw).sum(dim=1)  # B × D
+        return self._head(x[:, 0], query_embedding, mixture)
 
     def forward(
         self,

@@ -205,3 +205,27 @@ def test_bad_mask() -> None:
 def test_wrong_device() -> None:
     ctx, q = inputs()
     assert "device" in _err(model(), ctx.cuda(), q)
+
+
+def test_input_mixing_starts_at_query_and_learns_a_mixture() -> None:
+    m = model(residual=True, input_mixing=True)
+    ctx, q = inputs(B=3, N=4)
+    torch.testing.assert_close(m(ctx, q), F.normalize(q, dim=-1), atol=1e-6, rtol=0)
+    assert m.mix is not None
+    torch.nn.init.constant_(m.mix.bias, 0.5)  # every token weighted 0.5: output ∝ q + 0.5 (Σ ctx + q)
+    expected = F.normalize(q + 0.5 * (ctx.sum(1) + q), dim=-1)
+    torch.testing.assert_close(m(ctx, q), expected, atol=1e-5, rtol=0)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [0, 1, 1, 1]], dtype=torch.bool)
+    out = m(ctx, q, mask)
+    for i in range(3):
+        real = ctx[i][mask[i]]
+        torch.testing.assert_close(out[i], F.normalize(q[i] + 0.5 * (real.sum(0) + q[i]), dim=-1), atol=1e-5, rtol=0)
+
+
+def test_input_mixing_config_rules() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs residual=True"):
+        small_config(input_mixing=True)
+    with pytest.raises(ValidationError, match="not supported with attention_layout='prefix'"):
+        small_config(input_mixing=True, residual=True, attention_layout="prefix")
