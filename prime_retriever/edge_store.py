@@ -45,6 +45,7 @@ from prime_retriever.store import (
     as_query_vector,
     per_row,
     point_id,
+    ranked,
 )
 
 __all__ = ["EdgeStore", "to_edge_filter"]
@@ -210,7 +211,7 @@ class EdgeStore:
         for p in points:
             payload = dict(p.payload or {})
             out.append(ScoredDoc(doc_id=str(payload.get(DOC_ID_KEY, p.id)), score=p.score, payload=payload))
-        return out
+        return ranked(out)
 
     # -- engine-thread bodies ----------------------------------------------------------------------
 

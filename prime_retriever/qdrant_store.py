@@ -40,6 +40,7 @@ from prime_retriever.store import (
     as_query_vector,
     per_row,
     point_id,
+    ranked,
 )
 
 __all__ = ["QdrantStore"]
@@ -207,7 +208,7 @@ class QdrantStore:
             if doc_id in skip:
                 continue
             out.append(ScoredDoc(doc_id=doc_id, score=p.score, payload=payload))
-        return out[:k]
+        return ranked(out)[:k]
 
     # -- VectorStore -------------------------------------------------------------------------------
 

@@ -111,6 +111,11 @@ class StoreMeta:
             )
 
 
+def ranked(docs: list[ScoredDoc]) -> list[ScoredDoc]:
+    """Best first; equal scores ordered by doc id, so ties (duplicate passages) rank alike on every run and store."""
+    return sorted(docs, key=lambda d: (-d.score, d.doc_id))
+
+
 def point_id(doc_id: str) -> str:
     """The deterministic backend point id (uuid5 string) of a string doc id."""
     return str(uuid.uuid5(POINT_ID_NAMESPACE, doc_id))

@@ -462,3 +462,10 @@ async def test_hanging_server_times_out_as_unavailable(silent_server: int) -> No
     with pytest.raises(StoreUnavailableError):
         await store.ensure_collection(384, "x")
     await store.close()
+
+
+def test_ties_rank_by_doc_id() -> None:
+    from prime_retriever.store import ScoredDoc, ranked
+
+    docs = [ScoredDoc("b", 0.5, {}), ScoredDoc("c", 0.9, {}), ScoredDoc("a", 0.5, {})]
+    assert [d.doc_id for d in ranked(docs)] == ["c", "a", "b"]
