@@ -17,6 +17,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
+from prime_retriever.errors import PrimeError
+
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("prime_retriever.checkpoint_cli", "Print a checkpoint's config, size, sha256 and metrics."),
@@ -48,7 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(load=[command] if command in COMMANDS else [])
     args = parser.parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.run_cli(args))
+    try:
+        return int(module.run_cli(args))
+    except (PrimeError, ValidationError) as exc:
+        # a typed, expected failure (bad input, bad checkpoint, unreachable store): one clear line
+        print(f"prime-retriever {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

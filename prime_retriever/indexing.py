@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from prime_retriever.documents import Document
-from prime_retriever.errors import DataError, PrimeError
+from prime_retriever.errors import DataError
 from prime_retriever.retriever import RetryPolicy, call_store, open_store
 
 if TYPE_CHECKING:
@@ -229,11 +229,7 @@ async def _run(args: argparse.Namespace) -> IndexReport:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Run ``prime-retriever index``; print the :class:`IndexReport` as JSON. Exit 1 on a prime error."""
-    try:
-        report = asyncio.run(_run(args))
-    except PrimeError as exc:
-        print(f"prime-retriever index: error: {exc}", file=sys.stderr)
-        return 1
+    """Run ``prime-retriever index``; print the :class:`IndexReport` as JSON."""
+    report = asyncio.run(_run(args))
     print(json.dumps(asdict(report), indent=2))
     return 0

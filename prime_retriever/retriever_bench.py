@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from prime_retriever.documents import Document
-from prime_retriever.errors import DataError, PrimeError
+from prime_retriever.errors import DataError
 
 if TYPE_CHECKING:
     from prime_retriever.inference import PredictorBackend
@@ -343,11 +342,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run the benchmark and print its figures."""
-    try:
-        results = asyncio.run(_bench(args))
-    except PrimeError as exc:
-        print(f"prime-retriever bench-retriever: error: {exc}", file=sys.stderr)
-        return 1
+    results = asyncio.run(_bench(args))
     _print(results, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -75,3 +75,9 @@ def test_predict_in_process(ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys:
     model = EmbeddingPredictor.from_checkpoint(ckpt)
     expected = model(torch.tensor([payload["context_embeddings"]]), torch.tensor([payload["query_embedding"]]))
     assert torch.allclose(torch.tensor(out["predicted_embedding"]), expected[0], atol=1e-6)
+
+
+def test_typed_errors_become_one_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("prime-retriever info: error: checkpoint directory not found") and "Traceback" not in err

@@ -20,7 +20,7 @@ from tests.prime_retriever.test_retriever import (
     hotpot_sample,
     populated_store,
     shared_encoder,
-    test_predictor,
+    small_predictor,
 )
 
 D = 16
@@ -170,7 +170,7 @@ async def test_prepare_then_search_is_served_from_cache(cache_root: Path) -> Non
     ctx = [q, sample.docs[2].encoding_text]
     store = await populated_store(cache_root)
     cache = PredictiveCache(threshold=0.99)
-    async with PredictiveRetriever(test_predictor(), shared_encoder(), store, cache=cache) as r:
+    async with PredictiveRetriever(small_predictor(), shared_encoder(), store, cache=cache) as r:
         prepared = await r.prepare("s1", ctx, query=q)  # PREPARE knows the likely query
         assert len(prepared) == r.prepare_k and "s1" in cache
         fresh = await r.search(ctx, q, k=5)  # no session: a real search
@@ -188,7 +188,7 @@ async def test_prepare_with_another_context_is_a_miss_and_results_are_still_righ
     sample = hotpot_sample()
     store = await populated_store(cache_root)
     cache = PredictiveCache(threshold=0.95)
-    async with PredictiveRetriever(test_predictor(), shared_encoder(), store, cache=cache) as r:
+    async with PredictiveRetriever(small_predictor(), shared_encoder(), store, cache=cache) as r:
         await r.prepare("s1", [sample.docs[50].encoding_text])  # about something else entirely
         q = sample.questions[3]
         got = await r.search([q], q, k=5, session_id="s1")
@@ -202,7 +202,7 @@ async def test_prepare_with_another_context_is_a_miss_and_results_are_still_righ
 async def test_sessions_never_share_cached_hits(cache_root: Path) -> None:
     sample = hotpot_sample()
     store = await populated_store(cache_root)
-    async with PredictiveRetriever(test_predictor(), shared_encoder(), store) as r:
+    async with PredictiveRetriever(small_predictor(), shared_encoder(), store) as r:
         qa, qb = sample.questions[0], sample.questions[5]
         await asyncio.gather(r.prepare("a", [qa], query=qa), r.prepare("b", [qb], query=qb))
         ra, rb = await asyncio.gather(r.search([qa], qa, k=5, session_id="a"), r.search([qb], qb, k=5, session_id="b"))
@@ -214,7 +214,7 @@ async def test_sessions_never_share_cached_hits(cache_root: Path) -> None:
 async def test_on_prepare_hook_from_loop_and_from_another_thread(cache_root: Path) -> None:
     sample = hotpot_sample()
     store = await populated_store(cache_root)
-    async with PredictiveRetriever(test_predictor(), shared_encoder(), store) as r:
+    async with PredictiveRetriever(small_predictor(), shared_encoder(), store) as r:
         await r.warmup()
         task = r.on_prepare("loop", [sample.questions[0]])
         assert isinstance(task, asyncio.Task)

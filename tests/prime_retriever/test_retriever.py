@@ -113,12 +113,12 @@ async def populated_store(root: Path, collection: str = "docs") -> QdrantStore:
     return store
 
 
-def test_predictor(dim: int = 384, perturb: float = 0.003) -> EagerPredictor:
+def small_predictor(dim: int = 384, perturb: float = 0.003) -> EagerPredictor:
     """A small random-init residual predictor that moves away from the query (not the baseline)."""
     return EagerPredictor(random_predictor(dim, perturb=perturb, max_context_length=6))
 
 
-test_predictor.__test__ = False  # type: ignore[attr-defined]
+small_predictor.__test__ = False  # type: ignore[attr-defined]
 
 
 def assert_same_hits(a: Sequence[Hit], b: Sequence[Hit], tol: float = SCORE_TOL) -> None:
@@ -142,7 +142,7 @@ def cache_root(pytestconfig: pytest.Config) -> Path:
 @pytest.fixture
 async def retriever(cache_root: Path) -> AsyncIterator[PredictiveRetriever]:
     store = await populated_store(cache_root)
-    async with PredictiveRetriever(test_predictor(), shared_encoder(), store, batch_wait_s=0.005) as r:
+    async with PredictiveRetriever(small_predictor(), shared_encoder(), store, batch_wait_s=0.005) as r:
         yield r
 
 
@@ -227,7 +227,7 @@ async def test_200_concurrent_searches_equal_one_at_a_time(cache_root: Path) -> 
         calls.append((ctx, doc_vecs[i % len(sample.docs)], 3 + i % 5))
     store = await populated_store(cache_root)
     async with PredictiveRetriever(
-        test_predictor(), shared_encoder(), store, max_batch_size=32, batch_wait_s=0.01
+        small_predictor(), shared_encoder(), store, max_batch_size=32, batch_wait_s=0.01
     ) as r:
         together = await asyncio.gather(*(r.search(c, q, k=k) for c, q, k in calls))
         stats = r.batch_stats
@@ -244,13 +244,13 @@ async def test_concurrent_text_searches_equal_one_at_a_time(cache_root: Path) ->
     qs = sample.questions[:16]
     ctxs = [[q, sample.docs[(7 * i) % len(sample.docs)].encoding_text[:300]] for i, q in enumerate(qs)]
     store = await populated_store(cache_root)
-    async with PredictiveRetriever(test_predictor(), shared_encoder(), store, batch_wait_s=0.01) as r:
+    async with PredictiveRetriever(small_predictor(), shared_encoder(), store, batch_wait_s=0.01) as r:
         together = await asyncio.gather(*(r.search(c, q, k=4) for c, q in zip(ctxs, qs, strict=True)))
         assert r.batch_stats.max_batch > 1
     store = await populated_store(cache_root)
     # a fresh retriever without the text LRU, no batching: each call encoded alone
     async with PredictiveRetriever(
-        test_predictor(), shared_encoder(), store, micro_batching=False, text_cache_size=0
+        small_predictor(), shared_encoder(), store, micro_batching=False, text_cache_size=0
     ) as r:
         alone = [await r.search(c, q, k=4) for c, q in zip(ctxs, qs, strict=True)]
         assert r.batch_stats.max_batch == 1
@@ -261,7 +261,7 @@ async def test_concurrent_text_searches_equal_one_at_a_time(cache_root: Path) ->
 async def test_micro_batching_can_be_disabled(cache_root: Path) -> None:
     sample = hotpot_sample()
     store = await populated_store(cache_root)
-    async with PredictiveRetriever(test_predictor(), shared_encoder(), store, micro_batching=False) as r:
+    async with PredictiveRetriever(small_predictor(), shared_encoder(), store, micro_batching=False) as r:
         res = await asyncio.gather(*(r.search([q], q, k=3) for q in sample.questions[:6]))
         assert r.batch_stats.batches == 6 and r.batch_stats.max_batch == 1
         assert all(len(x) == 3 for x in res)
@@ -290,7 +290,7 @@ async def test_dimension_mismatch_is_refused() -> None:
 
 async def test_close_releases_threads_and_store(cache_root: Path) -> None:
     store = await populated_store(cache_root)
-    r = PredictiveRetriever(test_predictor(), shared_encoder(), store)
+    r = PredictiveRetriever(small_predictor(), shared_encoder(), store)
     q = hotpot_sample().questions[0]
     await r.search([q], q, k=2)
     await r.close()

@@ -30,7 +30,7 @@ from tests.prime_retriever.test_retriever import (
     hotpot_sample,
     populated_store,
     shared_encoder,
-    test_predictor,
+    small_predictor,
 )
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay_s=0.001, max_delay_s=0.01, timeout_s=0.5)
@@ -140,7 +140,7 @@ def cache_root(pytestconfig: pytest.Config) -> Path:
 async def _retriever(cache_root: Path, **kw: Any) -> tuple[PredictiveRetriever, WrappedStore]:
     store_kw = {k: kw.pop(k) for k in ("fail_first", "exc", "hang") if k in kw}
     store = WrappedStore(await populated_store(cache_root), **store_kw)
-    backend = kw.pop("backend", None) or test_predictor()
+    backend = kw.pop("backend", None) or small_predictor()
     return PredictiveRetriever(backend, shared_encoder(), store, retry=kw.pop("retry", FAST_RETRY), **kw), store
 
 
@@ -195,7 +195,7 @@ def _closed_port() -> int:
 
 async def test_unreachable_qdrant_server_raises_retriever_error() -> None:
     store = QdrantStore("docs", url=f"http://127.0.0.1:{_closed_port()}", timeout=2)
-    r = PredictiveRetriever(test_predictor(), shared_encoder(), store, retry=FAST_RETRY)
+    r = PredictiveRetriever(small_predictor(), shared_encoder(), store, retry=FAST_RETRY)
     async with r:
         with pytest.raises(RetrieverError, match=r"qdrant-server\(http://127\.0\.0\.1"):
             await r.search(["hello"], "hello", k=3)
@@ -218,7 +218,7 @@ async def test_predictor_exception_falls_back_to_query_embedding(
     cache_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     qs = hotpot_sample().questions[:4]
-    backend = FailingBackend(test_predictor(), raise_exc=True)
+    backend = FailingBackend(small_predictor(), raise_exc=True)
     r, _ = await _retriever(cache_root, backend=backend)
     async with r:
         with caplog.at_level(logging.WARNING, logger="prime_retriever.retriever"):
@@ -234,7 +234,7 @@ async def test_predictor_exception_falls_back_to_query_embedding(
 async def test_non_finite_prediction_falls_back_for_that_row_only(cache_root: Path) -> None:
     sample = hotpot_sample()
     vecs = shared_encoder().encode(sample.questions[:3])  # 3 × D
-    backend = FailingBackend(test_predictor(), raise_exc=False, nan_rows=[1])
+    backend = FailingBackend(small_predictor(), raise_exc=False, nan_rows=[1])
     r, _ = await _retriever(cache_root, backend=backend, micro_batching=False)
     async with r:
         # alone, every request is row 0 of its batch: none is NaN
