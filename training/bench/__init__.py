@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.bench.recipe import Recipe
+
+if TYPE_CHECKING:
+    from training.bench.suite import BenchSuite
 
 FRAMING_CHOICES = ("first_hop", "multi_hop", "given", "all")
 
@@ -45,7 +49,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
             rec.add_argument(flag, type=kind, default=None)
 
 
-def _suite(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _suite(args: argparse.Namespace) -> BenchSuite:
     from training.bench.suite import files_suite, msmarco_suite, shipped_suite
     from training.data import data_dir
 
