@@ -34,6 +34,7 @@ import numpy as np
 
 from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
+from prime_retriever.jsonl import iter_jsonl
 from prime_retriever.retriever import RetryPolicy, call_store, open_store
 
 if TYPE_CHECKING:
@@ -74,30 +75,21 @@ def read_corpus_jsonl(path: str | os.PathLike[str], *, allow_duplicates: bool = 
         raise DataError(f"corpus file not found: {p}")
     docs: list[Document] = []
     seen: set[str] = set()
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{p}:{n}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON: {exc}") from exc
-            if not isinstance(rec, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            doc_id, text, title = rec.get("id"), rec.get("text"), rec.get("title", "")
-            if not isinstance(doc_id, str) or not doc_id:
-                raise DataError(f"{where}: 'id' must be a non-empty string")
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"{where}: 'text' must be a non-empty string")
-            if title is None:
-                title = ""
-            if not isinstance(title, str):
-                raise DataError(f"{where}: 'title' must be a string")
-            if not allow_duplicates and doc_id in seen:
-                raise DataError(f"{where}: duplicate document id {doc_id!r}")
-            seen.add(doc_id)
-            docs.append(Document(id=doc_id, text=text, title=title))
+    for n, rec in iter_jsonl(p):
+        where = f"{p}:{n}"
+        doc_id, text, title = rec.get("id"), rec.get("text"), rec.get("title", "")
+        if not isinstance(doc_id, str) or not doc_id:
+            raise DataError(f"{where}: 'id' must be a non-empty string")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: 'text' must be a non-empty string")
+        if title is None:
+            title = ""
+        if not isinstance(title, str):
+            raise DataError(f"{where}: 'title' must be a string")
+        if not allow_duplicates and doc_id in seen:
+            raise DataError(f"{where}: duplicate document id {doc_id!r}")
+        seen.add(doc_id)
+        docs.append(Document(id=doc_id, text=text, title=title))
     return docs
 
 

@@ -22,8 +22,8 @@ from typing import Any
 from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
 from prime_retriever.indexing import read_corpus_jsonl
+from prime_retriever.jsonl import iter_jsonl
 from training.data.examples import GIVEN, Dataset, Example
-from training.data.jsonio import iter_jsonl
 
 EXAMPLE_KEYS = ("id", "context", "query", "positive_ids", "negative_ids")
 EXTENSION_KEYS = ("framing", "source", "group_id", "exclude_ids")

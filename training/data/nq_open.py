@@ -12,8 +12,8 @@ from pathlib import Path
 
 from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
+from prime_retriever.jsonl import iter_jsonl
 from training.data.examples import GIVEN, Dataset, Example, clean_text, normalize_question
-from training.data.jsonio import iter_jsonl
 
 
 def _sha(text: str, n: int) -> str:

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from prime_retriever.errors import DataError
+from prime_retriever.jsonl import iter_jsonl
 from training.data.doc2dial import load_doc2dial
 from training.data.examples import FRAMINGS, Dataset
 from training.data.generic import read_generic
 from training.data.hotpotqa import detect_format, load_hotpotqa
-from training.data.jsonio import iter_jsonl, iter_records
+from training.data.jsonio import iter_records
 from training.data.locomo import load_locomo
 from training.data.msmarco import load_msmarco_dir
 from training.data.musique import load_musique
