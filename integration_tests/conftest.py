@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
+from tests.conftest import prime_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="session")
-def prime_data_dir() -> Path:
-    d = Path(os.environ.get("PRIME_DATA_DIR", REPO.parent / "shared" / "data"))
-    if not (d / "hotpotqa").is_dir():
-        pytest.skip(f"no shipped data at {d}: set PRIME_DATA_DIR")
-    return d
+__all__ = ["REPO", "prime_data_dir"]

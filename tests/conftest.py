@@ -1,8 +1,7 @@
-"""Shared fixtures: the data directory and small predictor configs."""
+"""Shared fixtures: the shipped data directory and the real encoder."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,15 +10,11 @@ import pytest
 if TYPE_CHECKING:
     from prime_retriever.encoders import HFTextEncoder
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("PRIME_DATA_DIR", REPO.parent / "shared" / "data"))
-
 
 @pytest.fixture(scope="session")
 def prime_data_dir() -> Path:
+    from training.data import data_dir
+
     d = data_dir()
     if not (d / "hotpotqa").is_dir():
         pytest.skip(f"PRIME_DATA_DIR has no hotpotqa/ ({d}); point PRIME_DATA_DIR at the shared data")

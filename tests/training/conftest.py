@@ -6,17 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from training.data import Dataset, data_dir, hotpotqa_files, load_hotpotqa_pool
+from training.data import Dataset, hotpotqa_files, load_hotpotqa_pool
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    d = data_dir()
-    if not (d / "hotpotqa").is_dir():
-        pytest.skip(f"shared data not found at {d} (set PRIME_DATA_DIR)")
-    return d
-
-
-@pytest.fixture(scope="session")
-def hotpot_pool_first_hop(shared_data: Path) -> Dataset:
-    return load_hotpotqa_pool(hotpotqa_files(shared_data), "first_hop")
+def hotpot_pool_first_hop(prime_data_dir: Path) -> Dataset:
+    return load_hotpotqa_pool(hotpotqa_files(prime_data_dir), "first_hop")

@@ -189,18 +189,18 @@ def test_encoded_examples_encode_each_text_once(minilm: HFTextEncoder, tmp_path:
 
 # --- convert ------------------------------------------------------------------------------------------------
 
-def test_convert_cli(shared_data: Path, tmp_path: Path) -> None:
+def test_convert_cli(prime_data_dir: Path, tmp_path: Path) -> None:
     from training import convert
 
     parser = argparse.ArgumentParser()
     convert.add_cli_arguments(parser)
     out_e, out_c = tmp_path / "e.jsonl", tmp_path / "c.jsonl"
-    args = parser.parse_args([str(shared_data / "hotpotqa" / "rpt_dev.jsonl"),
-                              str(shared_data / "hotpotqa" / "amor_dev.jsonl"), "--framing", "multi_hop",
+    args = parser.parse_args([str(prime_data_dir / "hotpotqa" / "rpt_dev.jsonl"),
+                              str(prime_data_dir / "hotpotqa" / "amor_dev.jsonl"), "--framing", "multi_hop",
                               "--out-examples", str(out_e), "--out-corpus", str(out_c), "--extended"])
     assert convert.run_cli(args) == 0
     ds = read_generic(out_e, out_c)
     assert ds.examples and all(e.framing == "multi_hop" and e.exclude_ids for e in ds.examples)
-    bad = parser.parse_args([str(shared_data / "hotpotqa" / "ecm_train_evidence.jsonl"), "--framing", "first_hop",
+    bad = parser.parse_args([str(prime_data_dir / "hotpotqa" / "ecm_train_evidence.jsonl"), "--framing", "first_hop",
                              "--out-examples", str(out_e), "--out-corpus", str(out_c)])
     assert convert.run_cli(bad) == 2

@@ -22,8 +22,8 @@ def _count_lines(path: Path) -> int:
 
 
 @pytest.mark.parametrize("name", HOTPOT)
-def test_first_hop_every_file(shared_data: Path, name: str) -> None:
-    path = shared_data / "hotpotqa" / name
+def test_first_hop_every_file(prime_data_dir: Path, name: str) -> None:
+    path = prime_data_dir / "hotpotqa" / name
     ds = load_hotpotqa(path, "first_hop")
     ds.validate()
     # every question is either an example or counted as skipped
@@ -35,8 +35,8 @@ def test_first_hop_every_file(shared_data: Path, name: str) -> None:
         assert all(ds.corpus[p].title == p for p in ex.positive_ids)
 
 
-def test_ircot_facts(shared_data: Path) -> None:
-    path = shared_data / "hotpotqa" / "ircot_dev500.jsonl"
+def test_ircot_facts(prime_data_dir: Path) -> None:
+    path = prime_data_dir / "hotpotqa" / "ircot_dev500.jsonl"
     ds = load_hotpotqa(path, "first_hop")
     assert len(ds.examples) == 463 and not ds.skipped
     raw = json.loads(path.open().readline())
@@ -49,8 +49,8 @@ def test_ircot_facts(shared_data: Path) -> None:
     assert ds.corpus[ex.positive_ids[0]].text == " ".join(para["paragraph_text"].split())
 
 
-def test_multi_hop_framing(shared_data: Path) -> None:
-    path = shared_data / "hotpotqa" / "rpt_dev.jsonl"
+def test_multi_hop_framing(prime_data_dir: Path) -> None:
+    path = prime_data_dir / "hotpotqa" / "rpt_dev.jsonl"
     first = load_hotpotqa(path, "first_hop")
     multi = load_hotpotqa(path, "multi_hop")
     multi.validate()
@@ -66,8 +66,8 @@ def test_multi_hop_framing(shared_data: Path) -> None:
     assert multi.examples[0].positive_ids == multi.examples[1].exclude_ids
 
 
-def test_multi_hop_sentence_turns(shared_data: Path) -> None:
-    path = shared_data / "hotpotqa" / "hipporag_train100.json"
+def test_multi_hop_sentence_turns(prime_data_dir: Path) -> None:
+    path = prime_data_dir / "hotpotqa" / "hipporag_train100.json"
     ds = load_hotpotqa(path, "multi_hop", sentence_turns=True)
     raw = json.loads(path.read_text())[0]
     ex = ds.examples[0]
@@ -77,8 +77,8 @@ def test_multi_hop_sentence_turns(shared_data: Path) -> None:
     assert " ".join(ex.context[1:]) == ds.corpus[ex.exclude_ids[0]].text
 
 
-def test_hipporag_corpus_is_added(shared_data: Path) -> None:
-    d = shared_data / "hotpotqa"
+def test_hipporag_corpus_is_added(prime_data_dir: Path) -> None:
+    d = prime_data_dir / "hotpotqa"
     corpus = json.loads((d / "hipporag_train100_corpus.json").read_text())
     ds = load_hotpotqa(d / "hipporag_train100.json", "first_hop")
     assert set(corpus) <= set(ds.corpus)
@@ -86,8 +86,8 @@ def test_hipporag_corpus_is_added(shared_data: Path) -> None:
     assert ds.corpus[title].text == join_sentences(corpus[title])
 
 
-def test_amor_gold_resolution(shared_data: Path) -> None:
-    d = shared_data / "hotpotqa"
+def test_amor_gold_resolution(prime_data_dir: Path) -> None:
+    d = prime_data_dir / "hotpotqa"
     hf = read_hotpotqa(d / "amor_test.jsonl")
     assert hf.format == "official" and hf.skipped  # some gold paragraphs are nowhere in the file
     for q in hf.questions:
@@ -110,8 +110,8 @@ def test_pooled_corpus(hotpot_pool_first_hop: Dataset) -> None:
     assert sum(ds.skipped.values()) < 320
 
 
-def test_ecm_given_only(shared_data: Path) -> None:
-    path = shared_data / "hotpotqa" / "ecm_train_evidence.jsonl"
+def test_ecm_given_only(prime_data_dir: Path) -> None:
+    path = prime_data_dir / "hotpotqa" / "ecm_train_evidence.jsonl"
     ds = load_ecm(path)
     ds.validate()
     assert len(ds.examples) == len({normalize_question(json.loads(x)["question"]) for x in path.open()})

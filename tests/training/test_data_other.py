@@ -21,16 +21,16 @@ from training.data.download import download, download_hotpotqa
 
 
 @pytest.fixture(scope="module")
-def doc2dial(shared_data: Path) -> Dataset:
-    return load_doc2dial(shared_data / "doc2dial" / "doc2dial_rc_val.csv.zip")
+def doc2dial(prime_data_dir: Path) -> Dataset:
+    return load_doc2dial(prime_data_dir / "doc2dial" / "doc2dial_rc_val.csv.zip")
 
 
-def test_doc2dial(shared_data: Path, doc2dial: Dataset) -> None:
+def test_doc2dial(prime_data_dir: Path, doc2dial: Dataset) -> None:
     ds = doc2dial
     ds.validate()
     assert len(ds.examples) == 3972 and len({e.group_id for e in ds.examples}) == 661
     assert len({d.id.rsplit("#p", 1)[0] for d in ds.corpus.values()}) == 273
-    rows = {r["id"]: r for _, r in iter_rows(shared_data / "doc2dial" / "doc2dial_rc_val.csv.zip")}
+    rows = {r["id"]: r for _, r in iter_rows(prime_data_dir / "doc2dial" / "doc2dial_rc_val.csv.zip")}
     for ex in ds.examples[:300]:
         turns = rows[ex.id]["question"].split("\t")
         assert ex.query == " ".join(turns[0].partition(":")[2].split())  # newest turn stored first
@@ -50,8 +50,8 @@ def test_cut_passages() -> None:
         (("1",), "a b c"), (("2", "3"), "Heading d e"), (("10",), "f g h i")]
 
 
-def test_musique(shared_data: Path) -> None:
-    path = shared_data / "musique" / "hipporag_train100.json"
+def test_musique(prime_data_dir: Path) -> None:
+    path = prime_data_dir / "musique" / "hipporag_train100.json"
     raw = json.loads(path.read_text())
     first = load_musique(path, "first_hop")
     first.validate()
@@ -71,8 +71,8 @@ def test_musique(shared_data: Path) -> None:
     assert len(set(titles)) < len(titles) and any("#" in i for i in first.corpus)
 
 
-def test_nq_open(shared_data: Path) -> None:
-    path = shared_data / "nq_open" / "nq-open-oracle.jsonl.gz"
+def test_nq_open(prime_data_dir: Path) -> None:
+    path = prime_data_dir / "nq_open" / "nq-open-oracle.jsonl.gz"
     ds = load_dataset(path, "given")
     ds.validate()
     with gzip.open(path, "rt") as fh:
@@ -84,14 +84,14 @@ def test_nq_open(shared_data: Path) -> None:
     assert ex.context == (first["question"],) and ds.corpus[ex.positive_ids[0]].title == gold["title"]
 
 
-def test_locomo(shared_data: Path) -> None:
-    ds = load_dataset(shared_data / "locomo" / "locomo10.zip", "given")
+def test_locomo(prime_data_dir: Path) -> None:
+    ds = load_dataset(prime_data_dir / "locomo" / "locomo10.zip", "given")
     ds.validate()
     assert len({e.id.split(":")[1] for e in ds.examples}) == 10
     assert all(p.split(":")[0] == e.id.split(":")[1] for e in ds.examples for p in e.positive_ids)
     assert len(ds.examples) > 1900 and sum(ds.skipped.values()) < 10
     with pytest.raises(DataError, match="only the 'given' framing"):
-        load_dataset(shared_data / "locomo" / "locomo10.zip", "first_hop")
+        load_dataset(prime_data_dir / "locomo" / "locomo10.zip", "first_hop")
 
 
 def test_msmarco(tmp_path: Path) -> None:
