@@ -403,6 +403,26 @@ class EdgeStore:
 
         return (await self._run("retrieve", body)) & set(wanted)
 
+    async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """The stored vectors (D,) of those ``ids`` that exist (looked up by uuid5 point id, in chunks)."""
+        shard, dim = self._require()
+        wanted = list(dict.fromkeys(ids))
+
+        def body() -> dict[str, npt.NDArray[np.float32]]:
+            found: dict[str, npt.NDArray[np.float32]] = {}
+            for start in range(0, len(wanted), 1024):
+                chunk: list[qe.PointId] = [point_id(d) for d in wanted[start : start + 1024]]
+                for r in shard.retrieve(chunk, with_payload=True, with_vector=True):
+                    doc_id = str((r.payload or {}).get(DOC_ID_KEY))
+                    vec: Any = r.vector
+                    if isinstance(vec, dict):  # named vectors: the default (unnamed) one
+                        vec = vec.get("") if "" in vec else next(iter(vec.values()), None)
+                    if isinstance(vec, list) and doc_id not in found:
+                        found[doc_id] = as_query_vector(vec, dim, self.name)
+            return found
+
+        return await self._run("retrieve", body)
+
     async def close(self) -> None:
         """Flush and close the shard and stop the worker thread (idempotent)."""
         if self._closed:

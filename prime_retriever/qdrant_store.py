@@ -358,6 +358,25 @@ class QdrantStore:
             found.update(str((r.payload or {}).get(DOC_ID_KEY)) for r in recs)
         return found & set(ids)
 
+    async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """The stored vectors (D,) of those ``ids`` that exist (looked up by uuid5 point id, in chunks)."""
+        dim = self._require_dim()
+        c = self._client
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, npt.NDArray[np.float32]] = {}
+        for start in range(0, len(wanted), 1024):
+            chunk = [point_id(d) for d in wanted[start : start + 1024]]
+            recs = await self._call(
+                "retrieve",
+                functools.partial(c.retrieve, self.collection, ids=chunk, with_payload=[DOC_ID_KEY], with_vectors=True),
+            )
+            for r in recs:
+                doc_id = str((r.payload or {}).get(DOC_ID_KEY))
+                if doc_id in out or not isinstance(r.vector, list):
+                    continue
+                out[doc_id] = as_query_vector(r.vector, dim, self.name)
+        return out
+
     async def close(self) -> None:
         """Close the client if this store created it (idempotent)."""
         if self._closed:

@@ -196,6 +196,10 @@ class VectorStore(Protocol):
         """The subset of ``ids`` already stored (for resumable indexing)."""
         ...
 
+    async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """The stored unit vectors (D,) of those ``ids`` that exist; unknown ids are left out."""
+        ...
+
     async def close(self) -> None:
         """Release the backend (idempotent)."""
         ...

@@ -162,6 +162,17 @@ async def test_count_and_existing_ids(store: VectorStore, corpus: Corpus) -> Non
     assert await store.existing_ids([]) == set()
 
 
+async def test_get_vectors_returns_stored_unit_vectors(store: VectorStore, corpus: Corpus) -> None:
+    probe = [corpus.ids[7], "no such doc", corpus.ids[2], corpus.ids[7]]
+    got = await store.get_vectors(probe)
+    assert set(got) == {corpus.ids[7], corpus.ids[2]}
+    for doc_id, vec in got.items():
+        want = corpus.vectors[corpus.ids.index(doc_id)]
+        assert vec.dtype == np.float32 and vec.shape == (corpus.dim,)
+        np.testing.assert_allclose(vec, want / np.linalg.norm(want), atol=1e-5)
+    assert await store.get_vectors([]) == {}
+
+
 async def test_search_matches_brute_force(store: VectorStore, corpus: Corpus) -> None:
     for q in corpus.queries[:8]:
         hits = await store.search(q, K)
