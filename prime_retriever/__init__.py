@@ -34,6 +34,7 @@ from prime_retriever.errors import (
     StoreError,
 )
 from prime_retriever.inference import EagerPredictor, PredictorBackend
+from prime_retriever.link_graph import LinkExpansion, LinkGraph, LinkGraphError
 from prime_retriever.predictive_cache import CacheStats, PredictiveCache
 from prime_retriever.predictor import ContextKV, EmbeddingPredictor, PredictorTransformerBlock
 from prime_retriever.qdrant_store import QdrantStore
@@ -56,6 +57,9 @@ __all__ = [
     "EncoderInfo",
     "HFTextEncoder",
     "Hit",
+    "LinkExpansion",
+    "LinkGraph",
+    "LinkGraphError",
     "LoadedCheckpoint",
     "PredictiveCache",
     "PredictiveRetriever",

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("prime_retriever.checkpoint_cli", "Print a checkpoint's config, size, sha256 and metrics."),
     "predict": ("prime_retriever.predict_cli", "Read a PredictorInput JSON on stdin, write a PredictorOutput JSON."),
     "index": ("prime_retriever.indexing", "Encode a corpus and index it into Qdrant (local, edge or server)."),
+    "links": ("prime_retriever.link_graph", "Build a corpus's title-mention link graph (for link expansion)."),
     "export-onnx": ("prime_retriever.onnx", "Export a checkpoint to ONNX."),
     "bench-latency": ("prime_retriever.latency_bench", "Predictor latency of every inference path."),
     "bench-retriever": ("prime_retriever.retriever_bench", "Search latency, micro-batching and cache figures."),
