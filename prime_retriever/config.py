@@ -61,6 +61,17 @@ class PredictorConfig(BaseModel):
             "each token's final state (needs residual=True and the bidirectional layout)"
         ),
     )
+    link_candidates: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "(added) trained with link expansion: up to this many title-linked documents join the context as "
+            "its oldest turns (see prime_retriever.link_graph.LinkExpansion); 0 = no expansion"
+        ),
+    )
+    link_seeds: int = Field(
+        default=1, ge=0, description="(added) link expansion: how many top hits of the query embedding seed it"
+    )
     block_type: Literal["standard", "llama"] = Field(
         default="standard",
         description="(added) 'llama': Llama decoder layers (RMSNorm, RoPE, SwiGLU, GQA), bidirectional",
@@ -86,6 +97,11 @@ class PredictorConfig(BaseModel):
             raise ValueError("input_mixing=True needs residual=True (the mixture is added to the query)")
         if self.input_mixing and self.attention_layout == "prefix":
             raise ValueError("input_mixing=True is not supported with attention_layout='prefix'")
+        if self.link_candidates and self.link_candidates >= self.max_context_length:
+            raise ValueError(
+                f"link_candidates ({self.link_candidates}) must be below max_context_length "
+                f"({self.max_context_length}): the conversation needs at least one turn"
+            )
         if self.block_type == "llama" and self.llama_config is None:
             raise ValueError("block_type='llama' needs llama_config (the Llama model's config as a dict)")
         return self

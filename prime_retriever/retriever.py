@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from prime_retriever.documents import Document
     from prime_retriever.encoders import TextEncoder
     from prime_retriever.indexing import IndexReport
+    from prime_retriever.link_graph import LinkExpansion, LinkGraph
     from prime_retriever.predictor import EmbeddingPredictor
 
 __all__ = [
@@ -327,6 +328,25 @@ def open_store(spec: str | VectorStore, *, path: str | os.PathLike[str] | None =
 # ---------------------------------------------------------------------------------------- the retriever
 
 
+def _expansion_for(config: Any, links: str | os.PathLike[str] | LinkGraph | None) -> LinkExpansion | None:
+    """The :class:`LinkExpansion` a predictor's config asks for, built on ``links``."""
+    from prime_retriever.link_graph import LinkExpansion, LinkGraph
+
+    n = int(getattr(config, "link_candidates", 0) or 0)
+    if n == 0:
+        if links is not None:
+            warnings.warn("links given, but the predictor was not trained with link expansion: ignored", stacklevel=3)
+        return None
+    if links is None:
+        warnings.warn(
+            f"the predictor was trained with link expansion (link_candidates={n}) but no link graph was given: "
+            "it will see no linked documents", stacklevel=3,
+        )
+        return None
+    graph = links if isinstance(links, LinkGraph) else LinkGraph.load(links)
+    return LinkExpansion(graph, seeds=int(config.link_seeds), max_candidates=n)
+
+
 class PredictiveRetriever:
     """Predict the embedding of the ideal context, then search a :class:`VectorStore` with it.
 
@@ -345,6 +365,10 @@ class PredictiveRetriever:
         text_cache_size: in-memory LRU of text embeddings (a PREPAREd context is not re-encoded
             by its search); 0 disables it.
         owns_store: close the store in :meth:`close`.
+        expansion: a :class:`~prime_retriever.link_graph.LinkExpansion` for a predictor trained with
+            one (its config's ``link_candidates`` > 0): the linked documents join the context as its
+            oldest turns, and the conversation keeps its most recent
+            ``max_context_length - max_candidates`` turns.
     """
 
     def __init__(
@@ -361,6 +385,7 @@ class PredictiveRetriever:
         prepare_k: int = 10,
         text_cache_size: int = 4096,
         owns_store: bool = True,
+        expansion: LinkExpansion | None = None,
     ) -> None:
         from prime_retriever.encoders import check_encoder_dims
 
@@ -378,6 +403,14 @@ class PredictiveRetriever:
         self.owns_store = owns_store
         self.dim = encoder.dim
         self.max_context_length = backend.max_context_length
+        self.expansion = expansion
+        if expansion is not None and expansion.max_candidates >= self.max_context_length:
+            raise ValueError(
+                f"expansion.max_candidates ({expansion.max_candidates}) must be below the predictor's "
+                f"max_context_length ({self.max_context_length})"
+            )
+        # turns of the conversation itself that the predictor sees
+        self._keep_turns = self.max_context_length - (expansion.max_candidates if expansion is not None else 0)
         self._batcher: MicroBatcher[_Request, _Outcome] = MicroBatcher(
             self._process_batch, max_batch_size=max_batch_size, max_wait_s=batch_wait_s, enabled=micro_batching
         )
@@ -407,6 +440,7 @@ class PredictiveRetriever:
         onnx_path: str | os.PathLike[str] | None = None,
         api_key: str | None = None,
         device: str = "cpu",
+        links: str | os.PathLike[str] | LinkGraph | None = None,
         **options: Any,
     ) -> PredictiveRetriever:
         """The common cases in one call.
@@ -417,6 +451,8 @@ class PredictiveRetriever:
             store: a store spec (see :func:`open_store`) or a ready :class:`VectorStore`.
             encoder: a :class:`TextEncoder`, a model folder, or ``None`` for the bundled MiniLM.
             backend: ``"eager"``, ``"fast"``/``"compiled"``, ``"onnx"``, or a ready backend.
+            links: the corpus's :class:`~prime_retriever.link_graph.LinkGraph` (or its JSON file),
+                for a checkpoint trained with link expansion (``link_candidates`` > 0 in its config).
             options: keyword arguments of :class:`PredictiveRetriever`.
         """
         from prime_retriever.encoders import HFTextEncoder
@@ -442,6 +478,8 @@ class PredictiveRetriever:
             be = make_backend(model, backend, onnx_path=onnx_path)
         else:
             be = backend
+        if "expansion" not in options:
+            options["expansion"] = _expansion_for(getattr(be, "config", None), links)
         vs = open_store(store, path=path, collection=collection, api_key=api_key)
         return cls(be, enc, vs, **options)
 
@@ -515,8 +553,8 @@ class PredictiveRetriever:
         return out
 
     def _context(self, context: ContextInput) -> tuple[list[str] | None, FloatArray | None]:
-        """Validate a context; keep its most recent ``max_context_length`` turns."""
-        keep = self.max_context_length
+        """Validate a context; keep its most recent turns (``max_context_length`` less any link candidates)."""
+        keep = self._keep_turns
         if isinstance(context, str):
             context = [context]
         if isinstance(context, np.ndarray):
@@ -783,6 +821,41 @@ class PredictiveRetriever:
             return None, None
         return emb, conf
 
+    async def _expand(
+        self, reqs: Sequence[_Request], live: list[int], ctxs: list[FloatArray], queries: FloatArray
+    ) -> list[FloatArray]:
+        """Link expansion for the ``live`` requests: one ``search_batch`` for the seeds, one vector lookup.
+
+        Returns the contexts with each request's selected linked documents prepended (N_i' × D).
+        """
+        exp = self.expansion
+        assert exp is not None
+        seeds: list[list[str]] = [[] for _ in live]
+        if exp.seeds > 0:
+            qs = queries[live] / np.maximum(np.linalg.norm(queries[live], axis=1, keepdims=True), 1e-12)  # L × D
+            filters = [reqs[i].filter for i in live]
+            excl = [list(reqs[i].exclude_ids) for i in live]
+            found = await call_store(
+                self.store.name, "search_batch",
+                lambda: self.store.search_batch(qs, exp.seeds, filters=filters, exclude_ids=excl), self.retry,
+            )
+            seeds = [[d.doc_id for d in docs] for docs in found]
+        cands: list[list[str]] = []
+        for j, i in enumerate(live):
+            r = reqs[i]
+            texts = [*(r.context_texts or []), *([r.query_text] if r.query_text else [])]
+            cands.append(exp.graph.candidates(texts, seeds[j], exclude=r.exclude_ids))
+        wanted = list(dict.fromkeys(c for cs in cands for c in cs))
+        vectors: dict[str, FloatArray] = {}
+        if wanted:
+            vectors = await call_store(self.store.name, "retrieve", lambda: self.store.get_vectors(wanted), self.retry)
+        out = list(ctxs)
+        for j, i in enumerate(live):
+            picked = exp.select(queries[i], cands[j], vectors)
+            if picked:
+                out[i] = np.concatenate([np.stack([vectors[c] for c in picked]), ctxs[i]])  # (C_i + N_i) × D
+        return out
+
     async def _process_batch(self, reqs: Sequence[_Request]) -> list[_Outcome | BaseException]:
         results: list[_Outcome | BaseException | None] = [None] * len(reqs)
         # 1. encode every text of the batch at once
@@ -801,6 +874,13 @@ class PredictiveRetriever:
         for i in np.flatnonzero(bad).tolist():
             results[i] = EncoderError(f"encoder {self.encoder.name!r} produced a non-finite embedding")
         live = [i for i in range(len(reqs)) if results[i] is None]
+        if live and self.expansion is not None:
+            try:
+                ctxs = await self._expand(reqs, live, ctxs, queries)
+            except Exception as exc:
+                for i in live:
+                    results[i] = exc
+                live = []
         if not live:
             return [r for r in results if r is not None]
         # 2. one predictor forward

@@ -31,6 +31,7 @@ from prime_retriever.checkpoint import DatasetInfo, EncoderInfo, Provenance, sav
 from prime_retriever.config import PredictorConfig, TrainingConfig
 from prime_retriever.documents import Document
 from prime_retriever.errors import PrimeError
+from prime_retriever.link_graph import LinkExpansion
 from prime_retriever.predictor import EmbeddingPredictor
 from training.data.encoded import TextEncoderLike
 from training.data.examples import Example
@@ -213,6 +214,8 @@ def train_predictor(
     stratify_validation: bool = False,
     num_threads: int | None = None,
     verbose: bool = True,
+    expansion: LinkExpansion | None = None,
+    mined_negatives: int = 16,
 ) -> TrainResult:
     """Train a predictor on ``train_examples``, validate on ``val_examples``, save the best checkpoint.
 
@@ -234,6 +237,10 @@ def train_predictor(
         stratify_validation: macro-average the validation metrics over (dataset, framing) strata
             instead of over examples.
         num_threads: ``torch.set_num_threads`` for the run (1 avoids thrashing on a shared, busy CPU).
+        expansion: link expansion (``training.link_expansion``) applied to the train and validation
+            sets; ``predictor_config.link_candidates`` must equal its ``max_candidates``. Its hard
+            negatives (non-gold candidates + ``mined_negatives`` top-ranked non-gold rows) replace
+            the examples' own.
     """
     out = Path(out_dir)
     if num_threads is not None:
@@ -242,9 +249,23 @@ def train_predictor(
     if encoder.dim not in (predictor_config.input_dim,) or encoder.dim != predictor_config.output_dim:
         raise PrimeError(f"encoder {encoder.name!r} has dim {encoder.dim}; the predictor expects "
                          f"input_dim={predictor_config.input_dim}, output_dim={predictor_config.output_dim}")
+    n_links = predictor_config.link_candidates
+    if (expansion.max_candidates if expansion is not None else 0) != n_links or (
+        expansion is not None and expansion.seeds != predictor_config.link_seeds
+    ):
+        raise PrimeError(
+            f"predictor_config has link_candidates={n_links}, link_seeds={predictor_config.link_seeds}; the expansion "
+            f"given has {None if expansion is None else (expansion.max_candidates, expansion.seeds)}: they must agree"
+        )
     train_set, val_set, enc_corpus = build_training_sets(
-        train_examples, val_examples, corpus, encoder, max_context_length=predictor_config.max_context_length,
+        train_examples, val_examples, corpus, encoder, max_context_length=predictor_config.max_context_length - n_links,
         stratify_validation=stratify_validation)
+    if expansion is not None:
+        from training.link_expansion import expand_training_set
+
+        train_set = expand_training_set(train_set, train_examples, expansion, mined_negatives=mined_negatives)
+        if val_set is not None:
+            val_set = expand_training_set(val_set, val_examples, expansion, mined_negatives=mined_negatives)
     bs = training_config.batch_size
     steps_per_epoch = max(len(train_set) // (bs * devices), 1)
     # max_steps, when given, overrides num_epochs; otherwise num_epochs bounds the run

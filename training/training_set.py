@@ -31,12 +31,13 @@ __all__ = [
     "collate_eval_batch",
     "collate_training_batch",
     "index_dataset",
+    "pad_rows",
 ]
 
 Batch = dict[str, torch.Tensor]
 
 
-def _pad_rows(rows: Sequence[Sequence[int]], width: int | None = None) -> torch.Tensor:
+def pad_rows(rows: Sequence[Sequence[int]], width: int | None = None) -> torch.Tensor:
     """Ragged row lists → ``len(rows) × width`` long, -1 padded (width at least 1)."""
     w = max([len(r) for r in rows] + [1]) if width is None else width
     out = torch.full((len(rows), w), -1, dtype=torch.long)
@@ -90,9 +91,9 @@ class TrainingSet:
             context=batch.context,
             context_mask=batch.context_mask,
             query=batch.query,
-            gold=_pad_rows([r.positives for r in rows]),
-            negatives=_pad_rows([r.negatives for r in rows]),
-            excluded=_pad_rows([r.excluded for r in rows]),
+            gold=pad_rows([r.positives for r in rows]),
+            negatives=pad_rows([r.negatives for r in rows]),
+            excluded=pad_rows([r.excluded for r in rows]),
             corpus=torch.from_numpy(np.ascontiguousarray(encoded.corpus.vectors)),
             corpus_ids=list(encoded.corpus.ids),
             stratum=strata(encoded.examples) if stratify else None,
