@@ -13,6 +13,7 @@ from typing import Any
 
 from prime_retriever.config import PredictorConfig, TrainingConfig
 from prime_retriever.embedding_cache import CachedEncoder
+from prime_retriever.link_graph import LinkExpansion, LinkGraph
 from training.bench.adapter import LinearAdapter, train_adapter
 from training.bench.suite import BenchSuite
 from training.data import EncodedCorpus, Example, split_examples
@@ -36,7 +37,11 @@ class Recipe:
     batch_size: int = 64
     num_epochs: int = 40
     warmup_steps: int = 50
-    num_hard_negatives: int = 0
+    num_hard_negatives: int = 16  # sampled per row from the link candidates + mined negatives below
+    link_candidates: int = 12  # linked documents that join the context (0 = no link expansion)
+    link_seeds: int = 1  # top hits of the query embedding whose out-links are candidates
+    mined_negatives: int = 16  # top-ranked non-gold rows of the query, as hard negatives
+    max_context_length: int = 20  # link candidates + the 8 most recent conversation turns
     val_fraction: float = 0.15
     patience: int = 5
     stratify_validation: bool = False  # macro-average validation over (dataset, framing): measured worse
@@ -56,8 +61,17 @@ class Recipe:
             residual=self.residual,
             input_mixing=self.input_mixing,
             attention_layout=self.attention_layout,
+            max_context_length=self.max_context_length,
+            link_candidates=self.link_candidates,
+            link_seeds=self.link_seeds,
             use_torch_compile=False,
         )
+
+    def expansion(self, graph: LinkGraph) -> LinkExpansion | None:
+        """The link expansion of this recipe over ``graph`` (None when ``link_candidates`` is 0)."""
+        if self.link_candidates == 0:
+            return None
+        return LinkExpansion(graph, seeds=self.link_seeds, max_candidates=self.link_candidates)
 
     def training_config(self) -> TrainingConfig:
         return TrainingConfig(
@@ -78,10 +92,14 @@ def training_examples(suite: BenchSuite, recipe: Recipe) -> list[Example]:
 
 
 def train_with_recipe(
-    suite: BenchSuite, encoder: CachedEncoder, enc_corpus: EncodedCorpus, out: Path, recipe: Recipe, *, seed: int = 0
+    suite: BenchSuite, encoder: CachedEncoder, enc_corpus: EncodedCorpus, out: Path, recipe: Recipe, *, seed: int = 0,
+    graph: LinkGraph | None = None,
 ) -> tuple[Path, LinearAdapter, dict[str, Any]]:
     """Train the predictor and the linear adapter on the suite's train side; return (checkpoint, adapter, info)."""
     examples = training_examples(suite, recipe)
+    expansion = None
+    if recipe.link_candidates:
+        expansion = recipe.expansion(graph if graph is not None else LinkGraph.build(suite.corpus.values()))
     train, val = split_examples(examples, recipe.val_fraction, salt=f"bench-val-{seed}")
     names = sorted(suite.sources)
     result = train_predictor(
@@ -98,6 +116,7 @@ def train_with_recipe(
         patience=recipe.patience,
         dataset_names=names,
         log_dir=out / "logs", stratify_validation=recipe.stratify_validation,
+        expansion=expansion, mined_negatives=recipe.mined_negatives,
     )
     if result.checkpoint_path is None:
         raise RuntimeError("training produced no checkpoint")

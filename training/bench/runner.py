@@ -21,6 +21,7 @@ import numpy as np
 from prime_retriever.checkpoint import read_meta
 from prime_retriever.embedding_cache import CachedEncoder
 from prime_retriever.encoders import HFTextEncoder
+from prime_retriever.link_graph import LinkExpansion, LinkGraph
 from prime_retriever.predictor import EmbeddingPredictor
 from prime_retriever.retriever import PredictiveRetriever, make_backend, open_store
 from training.bench.adapter import LinearAdapter, load_adapter, save_adapter, train_adapter
@@ -80,10 +81,10 @@ async def _evaluate_framing(
     from tqdm.auto import tqdm
 
     for ex in tqdm(examples, desc=f"searching {framing}", unit="q", mininterval=2.0):
-        ctx = np.stack([vec[t] for t in ex.context])  # N × D
         q = vec[ex.query]  # D
         excl = list(ex.exclude_ids)
-        res = await retriever.search(ctx, q, k=K_EVAL, exclude_ids=excl)
+        # texts in: link expansion reads the titles they mention (their embeddings are cached)
+        res = await retriever.search(list(ex.context), ex.query, k=K_EVAL, exclude_ids=excl)
         runs["predictor"].ranked.append(res.doc_ids)
         runs["predictor"].latencies_ms.append(res.latency_s * 1e3)
         runs["predictor"].confidence.append(res.confidence)
@@ -164,11 +165,19 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
     vec = _text_vectors(encoder, texts)
     t_encode = time.perf_counter() - t0
 
+    # ---- the corpus's title-mention links (no labels: the corpus alone)
+    t0 = time.perf_counter()
+    graph = LinkGraph.build(suite.corpus.values(), show_progress=True)
+    graph.save(out / "links.json")
+    t_links = time.perf_counter() - t0
+    print(f"link graph: {len(graph)} documents link to others, {graph.num_links} links ({t_links:.0f} s)")
+
     # ---- train (or load) the predictor and the linear adapter
     t0 = time.perf_counter()
     train_info: dict[str, Any] = {}
     if opts.checkpoint is None:
-        ckpt_dir, adapter, train_info = train_with_recipe(suite, encoder, enc_corpus, out, opts.recipe, seed=opts.seed)
+        ckpt_dir, adapter, train_info = train_with_recipe(suite, encoder, enc_corpus, out, opts.recipe, seed=opts.seed,
+                                                          graph=graph)
         save_adapter(adapter, out / "adapter", encoder.name)
     else:
         ckpt_dir = opts.checkpoint
@@ -188,7 +197,9 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
     store_path = out / "store"
     store = open_store(opts.store, path=store_path)
     backend = make_backend(model, opts.backend)
-    retriever = PredictiveRetriever(backend, encoder, store, micro_batching=opts.micro_batching)
+    n_links = model.config.link_candidates
+    expansion = LinkExpansion(graph, seeds=model.config.link_seeds, max_candidates=n_links) if n_links else None
+    retriever = PredictiveRetriever(backend, encoder, store, micro_batching=opts.micro_batching, expansion=expansion)
     framings: dict[str, Any] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
     async with retriever:
@@ -212,6 +223,9 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
         "encoder": encoder.name,
         "checkpoint_sha256": _sha_dir(ckpt_dir),
         "checkpoint": str(ckpt_dir),
+        "link_graph": {"documents_linking": len(graph), "links": graph.num_links,
+                       "expansion": None if expansion is None else {"seeds": expansion.seeds,
+                                                                    "max_candidates": expansion.max_candidates}},
         "store": store.name,
         "backend": getattr(backend, "name", opts.backend),
         "sources": suite.sources,
@@ -219,6 +233,7 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
         "training": train_info,
         "seconds": {
             "encode": t_encode,
+            "links": t_links,
             "train": t_train,
             "index": t_index,
             "evaluate": t_eval,
