@@ -28,8 +28,9 @@ from prime_retriever.errors import EncoderError
 from prime_retriever.inference import EagerPredictor
 from prime_retriever.qdrant_store import QdrantStore
 from prime_retriever.retriever import Hit, PredictiveRetriever, SearchResult, random_predictor
+from training.data import data_dir
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "hotpotqa" / "ircot_dev500.jsonl"
+DATA = data_dir() / "hotpotqa" / "ircot_dev500.jsonl"  # $PRIME_DATA_DIR or ../shared/data
 N_DOCS = 200
 SCORE_TOL = 1e-4
 

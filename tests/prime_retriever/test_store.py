@@ -26,8 +26,9 @@ from prime_retriever.edge_store import EdgeStore, to_edge_filter
 from prime_retriever.errors import StoreError
 from prime_retriever.qdrant_store import QdrantStore
 from prime_retriever.store import META_POINT_ID, ScoredDoc, StoreUnavailableError, VectorStore, point_id
+from training.data import data_dir
 
-DATA = Path("/work/shared/data/hotpotqa/ircot_dev500.jsonl")
+DATA = data_dir() / "hotpotqa" / "ircot_dev500.jsonl"  # $PRIME_DATA_DIR or ../shared/data
 N_PARAGRAPHS = 300
 N_QUERIES = 24
 K = 10

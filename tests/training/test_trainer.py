@@ -13,10 +13,11 @@ import pytest
 from prime_retriever.checkpoint import load_checkpoint
 from prime_retriever.config import PredictorConfig, TrainingConfig
 from prime_retriever.documents import Document
+from training.data import data_dir
 from training.data.examples import Example
 from training.trainer import resolve_precision, train_predictor
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = data_dir()  # $PRIME_DATA_DIR or ../shared/data
 
 
 class ToyEncoder:
