@@ -388,40 +388,37 @@ class EdgeStore:
         req = qe.CountRequest(exact=True, filter=self._filter(None, ()))
         return await self._run("count", functools.partial(shard.count, req))
 
-    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        """The subset of ``ids`` already stored (looked up by their uuid5 point ids, in chunks)."""
+    async def _retrieve(self, ids: Sequence[str], *, with_vector: bool) -> list[qe.Record]:
+        """The stored records of ``ids`` (looked up by their uuid5 point ids, in chunks of 1024)."""
         shard, _ = self._require()
         wanted = list(ids)
 
-        def body() -> set[str]:
-            found: set[str] = set()
+        def body() -> list[qe.Record]:
+            recs: list[qe.Record] = []
             for start in range(0, len(wanted), 1024):
                 chunk: list[qe.PointId] = [point_id(d) for d in wanted[start : start + 1024]]
-                for r in shard.retrieve(chunk, with_payload=True, with_vector=False):
-                    found.add(str((r.payload or {}).get(DOC_ID_KEY)))
-            return found
-
-        return (await self._run("retrieve", body)) & set(wanted)
-
-    async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
-        """The stored vectors (D,) of those ``ids`` that exist (looked up by uuid5 point id, in chunks)."""
-        shard, dim = self._require()
-        wanted = list(dict.fromkeys(ids))
-
-        def body() -> dict[str, npt.NDArray[np.float32]]:
-            found: dict[str, npt.NDArray[np.float32]] = {}
-            for start in range(0, len(wanted), 1024):
-                chunk: list[qe.PointId] = [point_id(d) for d in wanted[start : start + 1024]]
-                for r in shard.retrieve(chunk, with_payload=True, with_vector=True):
-                    doc_id = str((r.payload or {}).get(DOC_ID_KEY))
-                    vec: Any = r.vector
-                    if isinstance(vec, dict):  # named vectors: the default (unnamed) one
-                        vec = vec.get("") if "" in vec else next(iter(vec.values()), None)
-                    if isinstance(vec, list) and doc_id not in found:
-                        found[doc_id] = as_query_vector(vec, dim, self.name)
-            return found
+                recs += shard.retrieve(chunk, with_payload=True, with_vector=with_vector)
+            return recs
 
         return await self._run("retrieve", body)
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """The subset of ``ids`` already stored."""
+        recs = await self._retrieve(ids, with_vector=False)
+        return {str((r.payload or {}).get(DOC_ID_KEY)) for r in recs} & set(ids)
+
+    async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """The stored vectors (D,) of those ``ids`` that exist."""
+        _, dim = self._require()
+        found: dict[str, npt.NDArray[np.float32]] = {}
+        for r in await self._retrieve(list(dict.fromkeys(ids)), with_vector=True):
+            doc_id = str((r.payload or {}).get(DOC_ID_KEY))
+            vec: Any = r.vector
+            if isinstance(vec, dict):  # named vectors: the default (unnamed) one
+                vec = vec.get("") if "" in vec else next(iter(vec.values()), None)
+            if isinstance(vec, list) and doc_id not in found:
+                found[doc_id] = as_query_vector(vec, dim, self.name)
+        return found
 
     async def close(self) -> None:
         """Flush and close the shard and stop the worker thread (idempotent)."""

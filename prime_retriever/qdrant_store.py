@@ -342,38 +342,33 @@ class QdrantStore:
         )
         return int(res.count)
 
-    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        """The subset of ``ids`` already stored (looked up by their uuid5 point ids, in chunks)."""
-        self._require_dim()
+    async def _retrieve(self, ids: Sequence[str], *, with_vectors: bool) -> list[models.Record]:
+        """The stored records of ``ids`` (looked up by their uuid5 point ids, in chunks of 1024)."""
         c = self._client
-        found: set[str] = set()
+        recs: list[models.Record] = []
         for start in range(0, len(ids), 1024):
             chunk = [point_id(d) for d in ids[start : start + 1024]]
-            recs = await self._call(
+            recs += await self._call(
                 "retrieve",
                 functools.partial(
-                    c.retrieve, self.collection, ids=chunk, with_payload=[DOC_ID_KEY], with_vectors=False
+                    c.retrieve, self.collection, ids=chunk, with_payload=[DOC_ID_KEY], with_vectors=with_vectors
                 ),
             )
-            found.update(str((r.payload or {}).get(DOC_ID_KEY)) for r in recs)
-        return found & set(ids)
+        return recs
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """The subset of ``ids`` already stored."""
+        self._require_dim()
+        recs = await self._retrieve(ids, with_vectors=False)
+        return {str((r.payload or {}).get(DOC_ID_KEY)) for r in recs} & set(ids)
 
     async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
-        """The stored vectors (D,) of those ``ids`` that exist (looked up by uuid5 point id, in chunks)."""
+        """The stored vectors (D,) of those ``ids`` that exist."""
         dim = self._require_dim()
-        c = self._client
-        wanted = list(dict.fromkeys(ids))
         out: dict[str, npt.NDArray[np.float32]] = {}
-        for start in range(0, len(wanted), 1024):
-            chunk = [point_id(d) for d in wanted[start : start + 1024]]
-            recs = await self._call(
-                "retrieve",
-                functools.partial(c.retrieve, self.collection, ids=chunk, with_payload=[DOC_ID_KEY], with_vectors=True),
-            )
-            for r in recs:
-                doc_id = str((r.payload or {}).get(DOC_ID_KEY))
-                if doc_id in out or not isinstance(r.vector, list):
-                    continue
+        for r in await self._retrieve(list(dict.fromkeys(ids)), with_vectors=True):
+            doc_id = str((r.payload or {}).get(DOC_ID_KEY))
+            if doc_id not in out and isinstance(r.vector, list):
                 out[doc_id] = as_query_vector(r.vector, dim, self.name)
         return out
 
