@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from prime_retriever.config import PredictorConfig
 from prime_retriever.documents import Document
 from prime_retriever.errors import PrimeError
 
@@ -90,9 +91,8 @@ class LinkGraph:
 
             it = tqdm(docs, desc="linking titles", unit="doc", mininterval=2.0)
         for d in it:
-            own = normalize_title(d.title)
-            found = [x for x in graph.mentions(d.text) if x != d.id]
-            found = [x for x in found if not own or x not in graph.titles.get(_key(d.title), ())]
+            same = {d.id, *graph.titles.get(_key(d.title), ())}  # itself and namesakes are no hop
+            found = [x for x in graph.mentions(d.text) if x not in same]
             if 0 < len(found) <= max_links:
                 graph.links[d.id] = tuple(found)
         return graph
@@ -197,6 +197,13 @@ class LinkExpansion:
     graph: LinkGraph
     seeds: int = 1
     max_candidates: int = 12
+
+    @classmethod
+    def for_config(cls, config: PredictorConfig, graph: LinkGraph) -> LinkExpansion | None:
+        """The expansion a predictor was trained with (its ``link_candidates``/``link_seeds``), or None."""
+        if config.link_candidates == 0:
+            return None
+        return cls(graph, seeds=config.link_seeds, max_candidates=config.link_candidates)
 
     def __post_init__(self) -> None:
         if self.seeds < 0:

@@ -343,8 +343,7 @@ def _expansion_for(config: Any, links: str | os.PathLike[str] | LinkGraph | None
             "it will see no linked documents", stacklevel=3,
         )
         return None
-    graph = links if isinstance(links, LinkGraph) else LinkGraph.load(links)
-    return LinkExpansion(graph, seeds=int(config.link_seeds), max_candidates=n)
+    return LinkExpansion.for_config(config, links if isinstance(links, LinkGraph) else LinkGraph.load(links))
 
 
 class PredictiveRetriever:

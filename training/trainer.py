@@ -250,13 +250,11 @@ def train_predictor(
         raise PrimeError(f"encoder {encoder.name!r} has dim {encoder.dim}; the predictor expects "
                          f"input_dim={predictor_config.input_dim}, output_dim={predictor_config.output_dim}")
     n_links = predictor_config.link_candidates
-    if (expansion.max_candidates if expansion is not None else 0) != n_links or (
-        expansion is not None and expansion.seeds != predictor_config.link_seeds
-    ):
-        raise PrimeError(
-            f"predictor_config has link_candidates={n_links}, link_seeds={predictor_config.link_seeds}; the expansion "
-            f"given has {None if expansion is None else (expansion.max_candidates, expansion.seeds)}: they must agree"
-        )
+    given = None if expansion is None else (expansion.max_candidates, expansion.seeds)
+    wanted = None if n_links == 0 else (n_links, predictor_config.link_seeds)
+    if given != wanted:
+        raise PrimeError(f"predictor_config asks for link expansion (link_candidates, link_seeds) = {wanted}; "
+                         f"the expansion given has {given}: they must agree")
     train_set, val_set, enc_corpus = build_training_sets(
         train_examples, val_examples, corpus, encoder, max_context_length=predictor_config.max_context_length - n_links,
         stratify_validation=stratify_validation)

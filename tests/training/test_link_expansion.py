@@ -110,3 +110,21 @@ def test_expansion_must_leave_room_for_the_conversation(cache_root: Path) -> Non
     with pytest.raises(ValueError, match="max_candidates"):
         PredictiveRetriever(RecordingBackend(), cached_encoder(cache_root), object(),  # type: ignore[arg-type]
                             expansion=LinkExpansion(LinkGraph.build(sample.docs), max_candidates=CAP + 3))
+
+
+def test_trainer_refuses_an_expansion_the_config_does_not_record(cache_root: Path, tmp_path: Path) -> None:
+    from prime_retriever.config import PredictorConfig, TrainingConfig
+    from prime_retriever.errors import PrimeError
+    from training.trainer import train_predictor
+
+    sample = hotpot_sample()
+    corpus = {d.id: d for d in sample.docs}
+    expansion = LinkExpansion(LinkGraph.build(sample.docs), seeds=1, max_candidates=CAP)
+    linked = PredictorConfig(input_dim=384, output_dim=384, hidden_dim=32, num_heads=2, num_layers=1,
+                             max_context_length=8, link_candidates=CAP)
+    plain = PredictorConfig(input_dim=384, output_dim=384, hidden_dim=32, num_heads=2, num_layers=1,
+                             max_context_length=8)
+    for cfg, exp in ((linked, None), (plain, expansion), (linked.model_copy(update={"link_seeds": 2}), expansion)):
+        with pytest.raises(PrimeError, match="must agree"):
+            train_predictor(_examples(), [], corpus, cached_encoder(cache_root), cfg, TrainingConfig(),
+                            tmp_path / "ckpt", expansion=exp)

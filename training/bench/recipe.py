@@ -67,12 +67,6 @@ class Recipe:
             use_torch_compile=False,
         )
 
-    def expansion(self, graph: LinkGraph) -> LinkExpansion | None:
-        """The link expansion of this recipe over ``graph`` (None when ``link_candidates`` is 0)."""
-        if self.link_candidates == 0:
-            return None
-        return LinkExpansion(graph, seeds=self.link_seeds, max_candidates=self.link_candidates)
-
     def training_config(self) -> TrainingConfig:
         return TrainingConfig(
             learning_rate=self.learning_rate,
@@ -97,9 +91,10 @@ def train_with_recipe(
 ) -> tuple[Path, LinearAdapter, dict[str, Any]]:
     """Train the predictor and the linear adapter on the suite's train side; return (checkpoint, adapter, info)."""
     examples = training_examples(suite, recipe)
-    expansion = None
-    if recipe.link_candidates:
-        expansion = recipe.expansion(graph if graph is not None else LinkGraph.build(suite.corpus.values()))
+    config = recipe.predictor_config(encoder.dim)
+    if graph is None and config.link_candidates:
+        graph = LinkGraph.build(suite.corpus.values())
+    expansion = None if graph is None else LinkExpansion.for_config(config, graph)
     train, val = split_examples(examples, recipe.val_fraction, salt=f"bench-val-{seed}")
     names = sorted(suite.sources)
     result = train_predictor(
@@ -107,7 +102,7 @@ def train_with_recipe(
         val,
         suite.corpus,
         encoder,
-        recipe.predictor_config(encoder.dim),
+        config,
         recipe.training_config(),
         out / "checkpoint",
         time_budget_s=recipe.time_budget_s,

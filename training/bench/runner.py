@@ -197,8 +197,7 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
     store_path = out / "store"
     store = open_store(opts.store, path=store_path)
     backend = make_backend(model, opts.backend)
-    n_links = model.config.link_candidates
-    expansion = LinkExpansion(graph, seeds=model.config.link_seeds, max_candidates=n_links) if n_links else None
+    expansion = LinkExpansion.for_config(model.config, graph)
     retriever = PredictiveRetriever(backend, encoder, store, micro_batching=opts.micro_batching, expansion=expansion)
     framings: dict[str, Any] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
