@@ -7,7 +7,12 @@ HotpotQA, MuSiQue). The graph is built from the corpus alone (no questions, no l
   ``"michael jackson"``) and lower-casing; titles shorter than ``min_title_chars`` or made of
   digits only are not linked to;
 - a document mentioning more than ``max_links`` titles is too generic to be a useful hop and gets
-  no links.
+  no links;
+- a title shared by more than ``max_links`` documents names no one thing (a speaker's name on every
+  turn of a conversation, in LoCoMo) and is not linked to;
+- a title mentioned by more than ``max_title_share`` of the documents (at least ``min_common``) is
+  a common word or a hub, not a hop (HotpotQA has songs called "Time", "More" and "Yeah!"), and is
+  not linked to either.
 
 At search time :meth:`LinkGraph.candidates` proposes the documents one hop away from what the
 retriever already knows: the titles mentioned in the conversation's texts, and the out-links of the
@@ -74,9 +79,15 @@ class LinkGraph:
         *,
         max_links: int = 8,
         min_title_chars: int = 4,
+        max_title_share: float = 0.005,
+        min_common: int = 20,
         show_progress: bool = False,
     ) -> LinkGraph:
-        """Link every document to the documents whose titles its text mentions."""
+        """Link every document to the documents whose titles its text mentions.
+
+        A title mentioned by more than ``max(min_common, max_title_share × documents)`` documents is a
+        common word or a hub ("Time", "More", "Yeah!", "United"), not a hop, and is dropped.
+        """
         docs = list(documents)
         titles: dict[tuple[str, ...], list[str]] = {}
         for d in docs:
@@ -84,15 +95,25 @@ class LinkGraph:
             if len(norm) < min_title_chars or norm.isdigit():
                 continue
             titles.setdefault(_key(d.title), []).append(d.id)
-        graph = cls({k: tuple(v) for k, v in titles.items()}, {}, max_links, min_title_chars)
+        named = {k: tuple(v) for k, v in titles.items() if len(v) <= max_links}  # else: a name, not an entity
+        graph = cls(named, {}, max_links, min_title_chars)
         it: Iterable[Document] = docs
         if show_progress:
             from tqdm.auto import tqdm
 
             it = tqdm(docs, desc="linking titles", unit="doc", mininterval=2.0)
-        for d in it:
+        key_of = {doc_id: k for k, ids in named.items() for doc_id in ids}
+        mentioned = [graph.mentions(d.text) for d in it]  # per document, in order of first mention
+        df: dict[tuple[str, ...], int] = {}
+        for found in mentioned:
+            for k in {key_of[x] for x in found}:
+                df[k] = df.get(k, 0) + 1
+        cap = max(min_common, max_title_share * len(docs))
+        common = {k for k, n in df.items() if n > cap}  # "Time", "Will", "Yeah!": words, not hops
+        graph.titles = {k: v for k, v in named.items() if k not in common}
+        for d, found in zip(docs, mentioned, strict=True):
             same = {d.id, *graph.titles.get(_key(d.title), ())}  # itself and namesakes are no hop
-            found = [x for x in graph.mentions(d.text) if x not in same]
+            found = [x for x in found if x not in same and key_of[x] not in common]
             if 0 < len(found) <= max_links:
                 graph.links[d.id] = tuple(found)
         return graph

@@ -45,6 +45,31 @@ def test_build_drops_generic_documents() -> None:
     assert "hub" not in LinkGraph.build([*many, hub], max_links=4).links
 
 
+def test_build_ignores_titles_shared_by_many_documents() -> None:
+    # LoCoMo-style: every turn's title is its speaker; a name on 9 documents is no entity to link to,
+    # and must not cost a Wikipedia paragraph that mentions it its real links.
+    turns = [Document(f"c:D1:{i}", f"turn {i}", "John") for i in range(9)]
+    para = Document("p", "John Lennon was born in Milwaukee.", "John Lennon")
+    g = LinkGraph.build([*DOCS, *turns, para], max_links=8)
+    assert g.links["p"] == ("mil",)
+    assert g.mentions("What did John say?") == []
+    few = LinkGraph.build([*DOCS, *turns[:2], para], max_links=8)
+    assert few.links["p"] == ("c:D1:0", "c:D1:1", "mil")  # two namesakes are still linked
+
+
+def test_build_ignores_titles_that_are_common_words() -> None:
+    # a song called "Time" is no hop for 21 documents that say "time"; Milwaukee (3 mentions) still is
+    song = Document("song", "Time is a song by a band.", "Time (song)")
+    talk = [Document(f"t{i}", f"It takes time to visit {'Milwaukee' if i < 3 else 'home'}.", f"T{i}")
+            for i in range(21)]
+    g = LinkGraph.build([*DOCS, song, *talk], min_common=20)
+    assert g.mentions("What time is it in Milwaukee?") == ["mil"]
+    assert g.links["t0"] == ("mil",) and "t5" not in g.links
+    kept = LinkGraph.build([*DOCS, song, *talk], min_common=22)  # 22 mention it (the song too): at the cap
+    assert kept.mentions("What time is it?") == ["song"]
+    # the share of the corpus counts too: 22 of 29 documents is under 80%
+    assert LinkGraph.build([*DOCS, song, *talk], min_common=1, max_title_share=0.8).mentions("time") == ["song"]
+
 def test_candidates_mentions_then_links_without_excluded() -> None:
     g = LinkGraph.build(DOCS)
     assert g.mentions("Did Lucy Saunders visit Wisconsin?") == ["ls", "wi"]
