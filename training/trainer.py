@@ -31,7 +31,7 @@ from prime_retriever.checkpoint import DatasetInfo, EncoderInfo, Provenance, sav
 from prime_retriever.config import PredictorConfig, TrainingConfig
 from prime_retriever.documents import Document
 from prime_retriever.errors import PrimeError
-from prime_retriever.link_graph import LinkExpansion
+from prime_retriever.link_graph import LinkExpansion, LinkGraph
 from prime_retriever.predictor import EmbeddingPredictor
 from training.data.encoded import TextEncoderLike
 from training.data.examples import Example
@@ -346,7 +346,7 @@ def train_predictor(
 
 # ---------------------------------------------------------------------------------------------- CLI
 _PREDICTOR_FLAGS = ("hidden_dim", "num_layers", "num_heads", "dropout", "max_context_length", "residual",
-                    "attention_layout", "block_type")
+                    "input_mixing", "attention_layout", "block_type", "link_candidates", "link_seeds")
 
 
 def _bool(s: str) -> bool:
@@ -396,6 +396,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hard-negatives", type=int, default=0, metavar="K",
                         help="explicit hard negatives per row from the examples' negative_ids")
     parser.add_argument("--patience", type=int, default=5, help="early-stopping patience (validations)")
+    parser.add_argument("--links", metavar="FILE",
+                        help="title-mention link graph (prime-retriever links) for --link-candidates > 0 "
+                             "(default: built from the corpus and written to OUT.links.json)")
+    parser.add_argument("--mined-negatives", type=int, default=16, metavar="K",
+                        help="with link expansion: the query's K top-ranked non-gold documents as hard negatives")
     parser.add_argument("--encoder", help="X/Y-Encoder model folder (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--cache-dir", help="embedding cache root (default: $PRIME_CACHE_DIR or ~/.cache)")
     parser.add_argument("--devices", type=int, default=1)
@@ -456,6 +461,21 @@ def _load_data(paths: Sequence[str], framing: str, corpus_path: str | None) -> A
     return ds
 
 
+def _expansion(config: PredictorConfig, corpus: Mapping[str, Document], links: str | None,
+               out: str) -> LinkExpansion | None:
+    """The link expansion ``config`` asks for: the graph from ``links``, or built from the corpus and saved."""
+    if config.link_candidates == 0:
+        return None
+    if links is not None:
+        graph = LinkGraph.load(links)
+    else:
+        graph = LinkGraph.build(corpus.values(), show_progress=True)
+        path = graph.save(Path(str(out).rstrip("/") + ".links.json"))
+        print(f"link graph: {len(graph)} documents link to others, {graph.num_links} links -> {path} "
+              "(serve with PredictiveRetriever.from_config(..., links=that file))", flush=True)
+    return LinkExpansion.for_config(config, graph)
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """``prime-retriever train``: load, split, encode, train, print the figures."""
     from prime_retriever.embedding_cache import CachedEncoder, EmbeddingCache
@@ -490,12 +510,14 @@ def run_cli(args: argparse.Namespace) -> int:
           f"corpus {len(corpus)} documents", flush=True)
     print(f"predictor: {pcfg.model_dump_json()}", flush=True)
     print(f"training: {tcfg.model_dump_json()}", flush=True)
+    expansion = _expansion(pcfg, corpus, args.links, args.out)
     res = train_predictor(
         train_ex, val_ex, corpus, encoder, pcfg, tcfg, args.out,
         max_steps=args.max_steps, time_budget_s=args.time_budget, seed=args.seed, precision=args.precision,
         num_hard_negatives=args.hard_negatives, patience=args.patience, accelerator=args.accelerator,
         devices=args.devices, strategy=args.strategy, logger="wandb" if args.wandb else "csv",
         progress_bar=not args.no_progress, dataset_names=[ds.name], num_threads=args.threads,
+        expansion=expansion, mined_negatives=args.mined_negatives,
     )
     print()
     print(f"steps: {res.steps} ({res.epochs} epochs), checkpoint: {res.checkpoint_path}")

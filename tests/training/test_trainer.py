@@ -114,3 +114,28 @@ def test_training_on_real_hotpotqa_lowers_loss_and_raises_recall(tmp_path: Path)
     assert res.history  # one validation per epoch
     assert res.final_train_loss < 2.0
     assert res.best_metrics["val_r@10"] > res.initial_metrics["r@10"] + 0.1
+
+
+@pytest.mark.skipif(not (DATA / "hotpotqa").is_dir(), reason="shared HotpotQA data not available")
+def test_cli_trains_with_link_expansion_and_saves_the_graph(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``prime-retriever train --link-candidates K``: the graph is built from the corpus, saved, and trained on."""
+    from prime_retriever.cli import main
+    from prime_retriever.link_graph import LinkGraph
+
+    out = tmp_path / "ck"
+    rc = main(["train", "--data", str(DATA / "hotpotqa" / "hipporag_train100.json"), "--limit", "60",
+               "--out", str(out), "--link-candidates", "4", "--link-seeds", "1", "--max-context-length", "8",
+               "--hidden-dim", "32", "--num-heads", "2", "--num-layers", "1", "--max-steps", "3",
+               "--batch-size", "16", "--mixed-precision", "false", "--no-progress", "--threads", "1"])
+    assert rc == 0
+    graph = LinkGraph.load(tmp_path / "ck.links.json")
+    assert graph.num_links > 0
+    cfg = load_checkpoint(out).model.config
+    assert (cfg.link_candidates, cfg.link_seeds, cfg.max_context_length) == (4, 1, 8)
+    assert "ck.links.json" in capsys.readouterr().out
+    # a malformed graph is refused before any training: a typed error, exit code 1, no checkpoint
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["train", "--data", str(DATA / "hotpotqa" / "hipporag_train100.json"), "--limit", "20",
+              "--out", str(tmp_path / "ck2"), "--link-candidates", "4", "--links", str(tmp_path / "bad.json")]) == 1
+    assert "format version" in capsys.readouterr().err and not (tmp_path / "ck2").exists()
