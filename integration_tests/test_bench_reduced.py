@@ -48,6 +48,16 @@ def test_multi_hop_predictor_beats_query_baseline(reduced: dict[str, Any]) -> No
     assert mh["predictor"]["mrr"] > mh["query_baseline"]["mrr"]
 
 
+def test_report_breaks_down_the_dataset_training_never_saw(reduced: dict[str, Any]) -> None:
+    assert reduced["unseen_datasets"] == ["locomo"]
+    assert reduced["sources"]["locomo"]["train"] == 0
+    parts = reduced["by_dataset"]["given"]
+    assert set(parts) == {"doc2dial", "locomo"}
+    n = sum(parts[d]["predictor"]["n"] for d in parts)
+    assert n == reduced["framings"]["given"]["predictor"]["n"]
+    assert {"p@5", "mrr", "gains"} <= set(parts["locomo"]["predictor"])
+
+
 def test_link_expansion_is_what_the_predictor_was_served_with(reduced: dict[str, Any]) -> None:
     links = reduced["link_graph"]
     assert links["links"] > 0 and links["expansion"] == {"seeds": 1, "max_candidates": 12}

@@ -100,7 +100,7 @@ def train_with_recipe(
     result = train_predictor(
         train,
         val,
-        suite.corpus,
+        suite.train_corpus,
         encoder,
         config,
         recipe.training_config(),
@@ -116,7 +116,7 @@ def train_with_recipe(
     if result.checkpoint_path is None:
         raise RuntimeError("training produced no checkpoint")
     # the adapter: the same examples, loss and validation split
-    train_set, val_set, _ = build_training_sets(train, val, suite.corpus, encoder, max_context_length=1)
+    train_set, val_set, _ = build_training_sets(train, val, suite.train_corpus, encoder, max_context_length=1)
     adapter = train_adapter(train_set, val_set, batch_size=recipe.batch_size, seed=seed)
     info = {
         "n_train": len(train),

@@ -125,8 +125,28 @@ def _framing_report(runs: dict[str, MethodRun], gold: list[set[str]]) -> tuple[d
     return out, curves
 
 
+def _subset(runs: dict[str, MethodRun], rows: Sequence[int]) -> dict[str, MethodRun]:
+    """The same methods' runs, restricted to ``rows`` (one dataset's items of a framing)."""
+    def pick(xs: list[Any]) -> list[Any]:
+        return [xs[i] for i in rows] if xs else []
+
+    return {n: MethodRun(pick(r.ranked), pick(r.latencies_ms), pick(r.confidence)) for n, r in runs.items()}
+
+
+def _by_dataset(
+    runs: dict[str, MethodRun], examples: Sequence[Example], gold: list[set[str]], dataset_of: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """The framing's report per dataset (only where the framing pools more than one dataset)."""
+    rows: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        rows.setdefault(dataset_of.get(ex.id, "?"), []).append(i)
+    if len(rows) < 2:
+        return {}
+    return {name: _framing_report(_subset(runs, idx), [gold[i] for i in idx])[0] for name, idx in sorted(rows.items())}
+
+
 def goal_lines(framings: dict[str, dict[str, Any]]) -> list[str]:
-    """The issue's goals, checked one by one on the measured figures."""
+    """The issue's goals, checked one by one on the measured figures (keys may be ``framing/dataset``)."""
     lines = []
     for framing, m in framings.items():
         g = m["predictor"]["gains"]
@@ -139,7 +159,7 @@ def goal_lines(framings: dict[str, dict[str, Any]]) -> list[str]:
                 g["p@5_minus_adapter_ci"][0] > 0,
             ),
         ]
-        if framing == "first_hop":
+        if framing.split("/")[0] == "first_hop":
             checks.append((f"R@10 >= 0.72 ({m['predictor']['r@10']:.3f})", m["predictor"]["r@10"] >= 0.72))
         lines += [f"  [{'PASS' if ok else 'FAIL'}] {framing}: {text}" for text, ok in checks]
     return lines
@@ -188,7 +208,7 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
             print(f"no adapter beside {ckpt_dir}: training the linear adapter now")
             from training.training_set import build_training_sets
 
-            train_set, _, _ = build_training_sets(suite.train, [], suite.corpus, encoder, max_context_length=1)
+            train_set, _, _ = build_training_sets(suite.train, [], suite.train_corpus, encoder, max_context_length=1)
             adapter = train_adapter(train_set, None, seed=opts.seed, max_epochs=3).adapter
     t_train = time.perf_counter() - t0
     model = EmbeddingPredictor.from_checkpoint(ckpt_dir)
@@ -200,6 +220,7 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
     expansion = LinkExpansion.for_config(model.config, graph)
     retriever = PredictiveRetriever(backend, encoder, store, micro_batching=opts.micro_batching, expansion=expansion)
     framings: dict[str, Any] = {}
+    by_dataset: dict[str, dict[str, Any]] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
     async with retriever:
         t0 = time.perf_counter()
@@ -212,6 +233,8 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
             runs = await _evaluate_framing(retriever, examples, framing, vec, adapter)
             gold = [set(ex.positive_ids) for ex in examples]
             framings[framing], curves[framing] = _framing_report(runs, gold)
+            if parts := _by_dataset(runs, examples, gold, suite.eval_dataset):
+                by_dataset[framing] = parts
         t_eval = time.perf_counter() - t0
 
     report: dict[str, Any] = {
@@ -228,6 +251,8 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
         "store": store.name,
         "backend": getattr(backend, "name", opts.backend),
         "sources": suite.sources,
+        "unseen_datasets": suite.unseen,
+        "by_dataset": by_dataset,
         "recipe": opts.recipe.describe(),
         "training": train_info,
         "seconds": {
@@ -247,9 +272,18 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
     plot_recall(curves, out / "recall_at_k.png")
     print()
     print(markdown_table(framings))
+    split = {f"{f}/{d}": m for f, parts in by_dataset.items() for d, m in parts.items()}
+    if split:
+        unseen = set(suite.unseen)
+        print(f"\nby dataset (never trained on: {', '.join(sorted(unseen)) or 'none'}):\n")
+        print(markdown_table(split))
     print()
     print("goals:")
     print("\n".join(goal_lines(framings)))
+    unseen_parts = {k: m for k, m in split.items() if k.split("/")[1] in set(suite.unseen)}
+    if unseen_parts:
+        print("goals on the datasets the training never saw:")
+        print("\n".join(goal_lines(unseen_parts)))
     print(
         f"\nwrote {out / 'report.json'} and {out / 'recall_at_k.png'} "
         f"({report['seconds']['total']:.0f} s: encode {t_encode:.0f}, train {t_train:.0f}, "

@@ -5,7 +5,8 @@ Two ways to build a suite:
 * :func:`shipped_suite`: the shipped data (``$PRIME_DATA_DIR``): HotpotQA (all files pooled),
   MuSiQue and Doc2Dial, each split by a hash of its question/dialogue ids into disjoint train and
   eval sides. Eval framings: ``first_hop`` and ``multi_hop`` (HotpotQA + MuSiQue questions) and
-  ``given`` (Doc2Dial dialogues).
+  ``given`` (Doc2Dial dialogues, and LoCoMo's conversational-memory questions: a dataset the
+  training never sees, evaluated only).
 * :func:`files_suite`: user files (``--train``/``--eval``/``--corpus``), in any supported format;
   generic JSONL examples are evaluated as given, in the framing ``given``.
 
@@ -17,7 +18,7 @@ normalised text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,18 @@ class BenchSuite:
     eval: dict[str, list[Example]]
     corpus: dict[str, Document]
     sources: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> {"train": n, "eval": n}
+    eval_dataset: dict[str, str] = field(default_factory=dict)  # eval example id -> dataset name
+    eval_only_docs: frozenset[str] = frozenset()  # documents only eval-only (unseen) datasets carry
+
+    @property
+    def train_corpus(self) -> dict[str, Document]:
+        """What training may see: the corpus without the unseen datasets' documents (not even as negatives)."""
+        return {i: d for i, d in self.corpus.items() if i not in self.eval_only_docs}
+
+    @property
+    def unseen(self) -> list[str]:
+        """Datasets evaluated on but never trained on."""
+        return sorted(n for n, c in self.sources.items() if c.get("eval", 0) and not c.get("train", 0))
 
     @property
     def n_eval(self) -> int:
@@ -84,13 +97,20 @@ def _family(doc_id: str) -> str:
     return doc_id.rsplit("#p", 1)[0] if "#p" in doc_id else doc_id
 
 
-def _carried_corpus(examples: Iterable[Example], corpus: dict[str, Document]) -> dict[str, Document]:
-    """The documents a set of examples carries: golds, distractors, and sibling passages."""
+def _conversation(doc_id: str) -> str:
+    """LoCoMo turns (``<conv>:D<session>:<turn>``) belong to their conversation."""
+    return doc_id.split(":", 1)[0]
+
+
+def _carried_corpus(
+    examples: Iterable[Example], corpus: dict[str, Document], family: Callable[[str], str] = _family
+) -> dict[str, Document]:
+    """The documents a set of examples carries: golds, distractors, and their family (sibling passages)."""
     ids: set[str] = set()
     for ex in examples:
         ids.update(ex.positive_ids, ex.negative_ids, ex.exclude_ids)
-    families = {_family(i) for i in ids}
-    return {i: d for i, d in corpus.items() if i in ids or _family(i) in families}
+    families = {family(i) for i in ids}
+    return {i: d for i, d in corpus.items() if i in ids or family(i) in families}
 
 
 def _split(examples: list[Example], eval_fraction: float) -> tuple[list[Example], list[Example]]:
@@ -104,16 +124,26 @@ def shipped_suite(
     eval_fraction: float = 0.35,
     max_given_eval: int | None = 600,
     sentence_turns: bool = False,
+    unseen: bool = True,
 ) -> BenchSuite:
-    """HotpotQA + MuSiQue + Doc2Dial from the shipped data, split into disjoint train/eval sides."""
+    """HotpotQA + MuSiQue + Doc2Dial from the shipped data, split into disjoint train/eval sides.
+
+    With ``unseen``, LoCoMo joins the ``given`` framing as eval only: a dataset the training never saw.
+    """
     hotpot = [
         load_hotpotqa_pool(hotpotqa_files(data_dir), f, sentence_turns=sentence_turns) for f in (FIRST_HOP, MULTI_HOP)
     ]
     musique_path = data_dir / "musique" / "hipporag_train100.json"
     musique = [load_dataset(musique_path, f, sentence_turns=sentence_turns) for f in (FIRST_HOP, MULTI_HOP)]
     doc2dial = load_dataset(data_dir / "doc2dial" / "doc2dial_rc_val.csv.zip", GIVEN)
+    named: list[tuple[str, Sequence[Dataset]]] = [("hotpotqa", hotpot), ("musique", musique), ("doc2dial", [doc2dial])]
+    eval_only: tuple[str, ...] = ()
+    if unseen:
+        named.append(("locomo", [load_dataset(data_dir / "locomo" / "locomo10.zip", GIVEN)]))
+        eval_only = ("locomo",)
     return _assemble(
-        [("hotpotqa", hotpot), ("musique", musique), ("doc2dial", [doc2dial])],
+        named,
+        eval_only=eval_only,
         limit=limit,
         eval_fraction=eval_fraction,
         max_given_eval=max_given_eval,
@@ -123,6 +153,7 @@ def shipped_suite(
 def _assemble(
     named: Sequence[tuple[str, Sequence[Dataset]]],
     *,
+    eval_only: Sequence[str] = (),
     limit: int | None,
     eval_fraction: float,
     max_given_eval: int | None,
@@ -131,9 +162,11 @@ def _assemble(
     evals: dict[str, list[Example]] = {}
     corpus: dict[str, Document] = {}
     sources: dict[str, dict[str, int]] = {}
+    eval_dataset: dict[str, str] = {}
+    unseen_docs: set[str] = set()
     for name, datasets in named:
         examples = _limit_groups([ex for ds in datasets for ex in ds.examples], limit, name)
-        tr, ev = _split(examples, eval_fraction)
+        tr, ev = ([], examples) if name in eval_only else _split(examples, eval_fraction)
         given = [ex for ex in ev if ex.framing == GIVEN]
         if max_given_eval is not None and len(given) > max_given_eval:
             keep = {ex.id for ex in sorted(given, key=lambda e: bucket(e.id, "given-cap"))[:max_given_eval]}
@@ -141,15 +174,20 @@ def _assemble(
         train += tr
         for ex in ev:
             evals.setdefault(ex.framing, []).append(ex)
+            eval_dataset[ex.id] = name
         full: dict[str, Document] = {}
         for ds in datasets:
             for doc in ds.corpus.values():
                 full.setdefault(doc.id, doc)
-        part = full if limit is None else _carried_corpus(examples, full)
+        family = _conversation if name == "locomo" else _family  # a LoCoMo question searches its conversation
+        part = full if limit is None else _carried_corpus(examples, full, family)
         for doc in part.values():
+            if doc.id not in corpus and name in eval_only:
+                unseen_docs.add(doc.id)
             corpus.setdefault(doc.id, doc)
         sources[name] = {"train": len(tr), "eval": len(ev)}
-    suite = BenchSuite(train=train, eval=evals, corpus=corpus, sources=sources)
+    suite = BenchSuite(train=train, eval=evals, corpus=corpus, sources=sources, eval_dataset=eval_dataset,
+                       eval_only_docs=frozenset(unseen_docs))
     suite.check()
     return suite
 
@@ -167,6 +205,7 @@ def files_suite(
     evals: dict[str, list[Example]] = {}
     corpus: dict[str, Document] = {}
     sources: dict[str, dict[str, int]] = {}
+    eval_dataset: dict[str, str] = {}
     for role, files in (("train", train_files), ("eval", eval_files)):
         for path in files:
             for framing in _framings_of(path):
@@ -178,6 +217,7 @@ def files_suite(
                     train += examples
                 else:
                     evals.setdefault(framing, []).extend(examples)
+                    eval_dataset.update((ex.id, path.name) for ex in examples)
                 for doc in ds.corpus.values():
                     corpus.setdefault(doc.id, doc)
                 sources.setdefault(path.name, {}).setdefault(role, 0)
@@ -187,7 +227,7 @@ def files_suite(
             corpus.setdefault(doc.id, doc)
     if not evals:
         raise DataError("no evaluation examples: check --eval and --framing")
-    suite = BenchSuite(train=train, eval=evals, corpus=corpus, sources=sources)
+    suite = BenchSuite(train=train, eval=evals, corpus=corpus, sources=sources, eval_dataset=eval_dataset)
     suite.check()
     return suite
 
@@ -213,6 +253,7 @@ def msmarco_suite(directory: Path, *, limit: int | None = None, eval_fraction: f
         eval={GIVEN: evals},
         corpus=dict(dev.corpus),
         sources={"msmarco": {"train": len(train), "eval": len(evals)}},
+        eval_dataset={ex.id: "msmarco" for ex in evals},
     )
     suite.check()
     return suite

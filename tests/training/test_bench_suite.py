@@ -1,0 +1,77 @@
+"""The benchmark's suite (train/eval sides, unseen datasets) and its per-dataset breakdown."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.bench.runner import MethodRun, _by_dataset, goal_lines
+from training.bench.suite import shipped_suite
+from training.data import data_dir
+from training.data.examples import GIVEN, Example
+
+DATA = data_dir()
+
+
+@pytest.mark.skipif(not (DATA / "locomo").is_dir(), reason="shared data not available")
+def test_shipped_suite_evaluates_locomo_without_ever_training_on_it() -> None:
+    suite = shipped_suite(DATA, limit=30)
+    assert suite.unseen == ["locomo"]
+    assert suite.sources["locomo"] == {"train": 0, "eval": 30}
+    locomo = [ex for ex in suite.eval[GIVEN] if suite.eval_dataset[ex.id] == "locomo"]
+    assert len(locomo) == 30 and all(ex.id.startswith("locomo:") for ex in locomo)
+    assert not any(ex.id.startswith("locomo:") for ex in suite.train)
+    # every eval item is attributed to the dataset it came from
+    assert {suite.eval_dataset[ex.id] for exs in suite.eval.values() for ex in exs} == {
+        "hotpotqa", "musique", "doc2dial", "locomo"}
+    # training never sees the unseen dataset's documents, not even as negatives; the store does
+    conversations = {ex.id.split(":")[1] for ex in locomo}
+    turns = {i for i in suite.corpus if i.split(":", 1)[0] in conversations and ":D" in i}
+    assert turns and turns <= suite.eval_only_docs
+    assert not turns & set(suite.train_corpus)
+    assert len(suite.train_corpus) == len(suite.corpus) - len(suite.eval_only_docs)
+    # a limited run still searches each question's whole conversation, not just its evidence turns
+    evidence = {p for ex in locomo for p in ex.positive_ids}
+    assert len(turns) > 5 * len(evidence)
+
+
+@pytest.mark.skipif(not (DATA / "locomo").is_dir(), reason="shared data not available")
+def test_shipped_suite_without_unseen_data_trains_on_every_dataset() -> None:
+    suite = shipped_suite(DATA, limit=30, unseen=False)
+    assert suite.unseen == [] and "locomo" not in suite.sources and not suite.eval_only_docs
+
+
+def _ex(i: int) -> Example:
+    return Example(id=f"e{i}", context=("c",), query="q", positive_ids=(f"d{i}",), framing=GIVEN)
+
+
+def test_by_dataset_splits_every_method_and_checks_goals_per_dataset() -> None:
+    examples = [_ex(i) for i in range(6)]
+    gold = [set(ex.positive_ids) for ex in examples]
+    dataset_of = {f"e{i}": ("seen" if i < 3 else "unseen") for i in range(6)}
+    # the predictor ranks the gold first on "seen" and second on "unseen"; the baselines always second
+    first = [[f"d{i}", "x"] for i in range(6)]
+    second = [["x", f"d{i}"] for i in range(6)]
+    pred = [first[i] if i < 3 else second[i] for i in range(6)]
+    runs = {
+        "predictor": MethodRun(pred, [1.0] * 6, [0.5] * 6),
+        "query_baseline": MethodRun(second, [1.0] * 6),
+        "linear_adapter": MethodRun(second, [1.0] * 6),
+    }
+    parts = _by_dataset(runs, examples, gold, dataset_of)
+    assert set(parts) == {"seen", "unseen"}
+    assert parts["seen"]["predictor"]["mrr"] == 1.0 and parts["unseen"]["predictor"]["mrr"] == 0.5
+    assert parts["seen"]["predictor"]["gains"]["mrr_x_query"] == pytest.approx(2.0)
+    assert parts["unseen"]["predictor"]["n"] == 3
+    lines = goal_lines({f"given/{k}": v for k, v in parts.items()})
+    assert any("[PASS] given/seen: MRR" in ln for ln in lines)
+    assert any("[FAIL] given/unseen: MRR" in ln for ln in lines)
+    # one dataset: no breakdown
+    assert _by_dataset(runs, examples, gold, dict.fromkeys(dataset_of, "only")) == {}
+
+
+def test_unseen_lists_datasets_evaluated_but_never_trained() -> None:
+    from training.bench.suite import BenchSuite
+
+    s = BenchSuite(train=[], eval={}, corpus={}, sources={"a": {"train": 3, "eval": 2}, "b": {"train": 0, "eval": 5},
+                                                         "c": {"train": 4, "eval": 0}})
+    assert s.unseen == ["b"]
