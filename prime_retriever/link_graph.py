@@ -96,21 +96,21 @@ class LinkGraph:
                 continue
             titles.setdefault(_key(d.title), []).append(d.id)
         named = {k: tuple(v) for k, v in titles.items() if len(v) <= max_links}  # else: a name, not an entity
-        graph = cls(named, {}, max_links, min_title_chars)
+        finder = cls(named, {}, max_links, min_title_chars)
         it: Iterable[Document] = docs
         if show_progress:
             from tqdm.auto import tqdm
 
             it = tqdm(docs, desc="linking titles", unit="doc", mininterval=2.0)
         key_of = {doc_id: k for k, ids in named.items() for doc_id in ids}
-        mentioned = [graph.mentions(d.text) for d in it]  # per document, in order of first mention
+        mentioned = [finder.mentions(d.text) for d in it]  # per document, in order of first mention
         df: dict[tuple[str, ...], int] = {}
         for found in mentioned:
             for k in {key_of[x] for x in found}:
                 df[k] = df.get(k, 0) + 1
         cap = max(min_common, max_title_share * len(docs))
         common = {k for k, n in df.items() if n > cap}  # "Time", "Will", "Yeah!": words, not hops
-        graph.titles = {k: v for k, v in named.items() if k not in common}
+        graph = cls({k: v for k, v in named.items() if k not in common}, {}, max_links, min_title_chars)
         for d, found in zip(docs, mentioned, strict=True):
             same = {d.id, *graph.titles.get(_key(d.title), ())}  # itself and namesakes are no hop
             found = [x for x in found if x not in same and key_of[x] not in common]

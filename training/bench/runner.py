@@ -274,13 +274,12 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
     print(markdown_table(framings))
     split = {f"{f}/{d}": m for f, parts in by_dataset.items() for d, m in parts.items()}
     if split:
-        unseen = set(suite.unseen)
-        print(f"\nby dataset (never trained on: {', '.join(sorted(unseen)) or 'none'}):\n")
+        print(f"\nby dataset (never trained on: {', '.join(suite.unseen) or 'none'}):\n")
         print(markdown_table(split))
     print()
     print("goals:")
     print("\n".join(goal_lines(framings)))
-    unseen_parts = {k: m for k, m in split.items() if k.split("/")[1] in set(suite.unseen)}
+    unseen_parts = {k: m for k, m in split.items() if k.split("/")[1] in suite.unseen}
     if unseen_parts:
         print("goals on the datasets the training never saw:")
         print("\n".join(goal_lines(unseen_parts)))

@@ -18,7 +18,8 @@ normalised text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,25 +93,25 @@ def _limit_groups(examples: Sequence[Example], limit: int | None, salt: str) -> 
     return [ex for ex in examples if ex.group_id in keep]
 
 
+_TURN = re.compile(r"^(.+):D\d+:\d+$")
+
+
 def _family(doc_id: str) -> str:
-    """Passages cut from one document share a family (``<doc>#p<k>``); a paragraph is its own."""
+    """Passages cut from one document share a family (``<doc>#p<k>``), as do the turns of one LoCoMo
+    conversation (``<conv>:D<session>:<turn>``); a paragraph is its own."""
+    if m := _TURN.match(doc_id):
+        return m.group(1)
     return doc_id.rsplit("#p", 1)[0] if "#p" in doc_id else doc_id
 
 
-def _conversation(doc_id: str) -> str:
-    """LoCoMo turns (``<conv>:D<session>:<turn>``) belong to their conversation."""
-    return doc_id.split(":", 1)[0]
-
-
-def _carried_corpus(
-    examples: Iterable[Example], corpus: dict[str, Document], family: Callable[[str], str] = _family
-) -> dict[str, Document]:
-    """The documents a set of examples carries: golds, distractors, and their family (sibling passages)."""
+def _carried_corpus(examples: Iterable[Example], corpus: dict[str, Document]) -> dict[str, Document]:
+    """The documents a set of examples carries: golds, distractors, and their family (sibling passages,
+    the rest of a conversation: a LoCoMo question searches its whole conversation)."""
     ids: set[str] = set()
     for ex in examples:
         ids.update(ex.positive_ids, ex.negative_ids, ex.exclude_ids)
-    families = {family(i) for i in ids}
-    return {i: d for i, d in corpus.items() if i in ids or family(i) in families}
+    families = {_family(i) for i in ids}
+    return {i: d for i, d in corpus.items() if i in ids or _family(i) in families}
 
 
 def _split(examples: list[Example], eval_fraction: float) -> tuple[list[Example], list[Example]]:
@@ -179,8 +180,7 @@ def _assemble(
         for ds in datasets:
             for doc in ds.corpus.values():
                 full.setdefault(doc.id, doc)
-        family = _conversation if name == "locomo" else _family  # a LoCoMo question searches its conversation
-        part = full if limit is None else _carried_corpus(examples, full, family)
+        part = full if limit is None else _carried_corpus(examples, full)
         for doc in part.values():
             if doc.id not in corpus and name in eval_only:
                 unseen_docs.add(doc.id)
