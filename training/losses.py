@@ -37,6 +37,13 @@ def false_negative_mask(
     return same & ~own
 
 
+def _positive_temperature(temperature: float) -> float:
+    """``temperature`` itself; ``ValueError`` unless it is > 0."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}")
+    return temperature
+
+
 class InfoNCELoss(nn.Module):
     r"""InfoNCE (multiple-negatives ranking loss) for a predictor against target embeddings.
 
@@ -86,9 +93,7 @@ class InfoNCELoss(nn.Module):
 
     def __init__(self, temperature: float = 0.07) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}")
-        self.temperature = temperature
+        self.temperature = _positive_temperature(temperature)
 
     def logits(
         self,
@@ -205,9 +210,7 @@ class ProjNCELoss(nn.Module):
 
     def __init__(self, temperature: float = 0.07) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}")
-        self.temperature = temperature
+        self.temperature = _positive_temperature(temperature)
 
     def terms(
         self,
