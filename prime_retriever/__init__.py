@@ -21,7 +21,7 @@ from prime_retriever.checkpoint import (
     verify_checkpoint,
 )
 from prime_retriever.config import PredictorConfig, TrainingConfig
-from prime_retriever.documents import Document
+from prime_retriever.documents import Document, scope_filter
 from prime_retriever.embedding_cache import CachedEncoder, EmbeddingCache
 from prime_retriever.encoders import HFTextEncoder, TextEncoder, check_encoder_dims
 from prime_retriever.errors import (
@@ -86,5 +86,6 @@ __all__ = [
     "load_checkpoint",
     "open_store",
     "save_checkpoint",
+    "scope_filter",
     "verify_checkpoint",
 ]

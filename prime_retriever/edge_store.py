@@ -35,6 +35,7 @@ import numpy.typing as npt
 import qdrant_edge as qe
 from qdrant_client import models
 
+from prime_retriever.documents import SCOPE_KEY
 from prime_retriever.errors import StoreError
 from prime_retriever.store import (
     DOC_ID_KEY,
@@ -243,7 +244,8 @@ class EdgeStore:
         shard.update(
             qe.UpdateOperation.upsert_points([qe.Point(id=META_POINT_ID, vector=marker, payload=want.to_payload())])
         )
-        shard.update(qe.UpdateOperation.create_field_index(DOC_ID_KEY, qe.PayloadSchemaType.Keyword))
+        for key in (DOC_ID_KEY, SCOPE_KEY):
+            shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
         shard.flush()
         return shard
 

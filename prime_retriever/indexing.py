@@ -64,7 +64,7 @@ class IndexReport:
 
 
 def read_corpus_jsonl(path: str | os.PathLike[str], *, allow_duplicates: bool = True) -> list[Document]:
-    """Read a generic JSONL corpus: one ``{"id": str, "text": str, "title": str?}`` object a line.
+    """Read a generic JSONL corpus: one ``{"id": str, "text": str, "title": str?, "scope": str?}`` object a line.
 
     Raises:
         DataError: a line is not a JSON object, ``id``/``text`` is missing, empty or not a string,
@@ -86,10 +86,13 @@ def read_corpus_jsonl(path: str | os.PathLike[str], *, allow_duplicates: bool = 
             title = ""
         if not isinstance(title, str):
             raise DataError(f"{where}: 'title' must be a string")
+        scope = rec.get("scope") or ""
+        if not isinstance(scope, str):
+            raise DataError(f"{where}: 'scope' must be a string")
         if not allow_duplicates and doc_id in seen:
             raise DataError(f"{where}: duplicate document id {doc_id!r}")
         seen.add(doc_id)
-        docs.append(Document(id=doc_id, text=text, title=title))
+        docs.append(Document(id=doc_id, text=text, title=title, scope=scope))
     return docs
 
 

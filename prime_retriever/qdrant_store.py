@@ -29,6 +29,7 @@ import numpy.typing as npt
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from prime_retriever.documents import SCOPE_KEY
 from prime_retriever.errors import StoreError
 from prime_retriever.store import (
     DOC_ID_KEY,
@@ -246,12 +247,14 @@ class QdrantStore:
                 created = False
             if created:
                 if not self._local:  # local mode ignores payload indexes (and warns)
-                    await self._call(
-                        "create_payload_index",
-                        lambda: c.create_payload_index(
-                            self.collection, DOC_ID_KEY, models.PayloadSchemaType.KEYWORD, wait=True
-                        ),
-                    )
+                    for key in (DOC_ID_KEY, SCOPE_KEY):
+                        await self._call(
+                            "create_payload_index",
+                            functools.partial(
+                                c.create_payload_index, self.collection, key, models.PayloadSchemaType.KEYWORD,
+                                wait=True,
+                            ),
+                        )
                 marker = np.zeros(dim, dtype=np.float32)  # (D,) any non-zero vector; never searched
                 marker[0] = 1.0
                 meta_point = models.PointStruct(id=META_POINT_ID, vector=marker.tolist(), payload=want.to_payload())

@@ -844,6 +844,7 @@ class PredictiveRetriever:
             r = reqs[i]
             texts = [*(r.context_texts or []), *([r.query_text] if r.query_text else [])]
             cands.append(exp.graph.candidates(texts, seeds[j], exclude=r.exclude_ids))
+        await self._keep_in_filter(reqs, live, cands)
         wanted = list(dict.fromkeys(c for cs in cands for c in cs))
         vectors: dict[str, FloatArray] = {}
         if wanted:
@@ -854,6 +855,31 @@ class PredictiveRetriever:
             if picked:
                 out[i] = np.concatenate([np.stack([vectors[c] for c in picked]), ctxs[i]])  # (C_i + N_i) × D
         return out
+
+    async def _keep_in_filter(self, reqs: Sequence[_Request], live: list[int], cands: list[list[str]]) -> None:
+        """Drop, in place, the candidates a filtered request may not see (another user's memory must
+        not reach the predictor as context): one ``search_batch`` restricted to the candidates' ids."""
+        rows = [j for j, i in enumerate(live) if reqs[live[j]].filter is not None and cands[j]]
+        if not rows:
+            return
+        from qdrant_client import models
+
+        from prime_retriever.store import point_id
+
+        flts = [
+            models.Filter(must=[reqs[live[j]].filter, models.HasIdCondition(has_id=[point_id(c) for c in cands[j]])])
+            for j in rows
+        ]
+        k = max(len(cands[j]) for j in rows)
+        probe = np.zeros((len(rows), self.dim), np.float32)  # R × D: any direction; only membership matters
+        probe[:, 0] = 1.0
+        found = await call_store(
+            self.store.name, "search_batch",
+            lambda: self.store.search_batch(probe, k, filters=flts), self.retry,
+        )
+        for j, docs in zip(rows, found, strict=True):
+            allowed = {d.doc_id for d in docs}
+            cands[j] = [c for c in cands[j] if c in allowed]
 
     async def _process_batch(self, reqs: Sequence[_Request]) -> list[_Outcome | BaseException]:
         results: list[_Outcome | BaseException | None] = [None] * len(reqs)

@@ -11,6 +11,9 @@ For every example (shapes: E examples, C corpus rows, D dims):
 
 The non-gold candidates and the ``mined_negatives`` highest-ranked non-gold rows of the query
 replace the example's hard negatives: they are what the predictor has to learn to tell apart.
+
+An example with a ``scope`` sees only its scope's rows (seeds, candidates and mined negatives), as a
+search restricted with :func:`~prime_retriever.scope_filter` does online.
 """
 
 from __future__ import annotations
@@ -33,16 +36,22 @@ def expand_training_set(
     expansion: LinkExpansion,
     *,
     mined_negatives: int = 16,
+    scopes: Sequence[str] | None = None,
     chunk: int = 512,
 ) -> TrainingSet:
     """A copy of ``tset`` whose contexts start with each example's selected linked documents.
 
-    ``examples[i]`` must be the example of row ``i`` (the texts come from it).
+    ``examples[i]`` must be the example of row ``i`` (the texts come from it). ``scopes[r]`` is the
+    scope of corpus row ``r`` (:attr:`Document.scope`; needed when an example has a scope).
     """
     if len(examples) != len(tset):
         raise ValueError(f"{len(examples)} examples for a training set of {len(tset)}")
     corpus = tset.corpus.numpy()  # C × D
     row_of = {d: r for r, d in enumerate(tset.corpus_ids)}
+    scoped = any(ex.scope for ex in examples)
+    if scoped and (scopes is None or len(scopes) != corpus.shape[0]):
+        raise ValueError("examples with a scope need the scope of every corpus row (scopes=)")
+    scope_of = np.asarray(scopes if scoped and scopes is not None else [""] * corpus.shape[0])  # C
     E, D = len(tset), corpus.shape[1]
     picked: list[list[int]] = []
     negatives: list[list[int]] = []
@@ -54,6 +63,9 @@ def expand_training_set(
         excl = tset.excluded[start : start + chunk]
         rows, cols = torch.nonzero(excl >= 0, as_tuple=True)
         sims[rows.numpy(), excl[rows, cols].numpy()] = -np.inf
+        for b in range(q.shape[0]) if scoped else ():
+            if examples[start + b].scope:
+                sims[b, scope_of != examples[start + b].scope] = -np.inf  # outside the example's scope
         top = np.argpartition(-sims, depth - 1, axis=1)[:, :depth]
         for b in range(q.shape[0]):
             i = start + b
@@ -63,6 +75,8 @@ def expand_training_set(
             gold = set(tset.gold[i][tset.gold[i] >= 0].tolist())
             seeds = [tset.corpus_ids[r] for r in order[: expansion.seeds]]
             cands = expansion.graph.candidates(ex.turns, seeds, exclude=ex.exclude_ids)
+            if ex.scope:
+                cands = [c for c in cands if c in row_of and scope_of[row_of[c]] == ex.scope]
             vecs = {c: corpus[row_of[c]] for c in cands if c in row_of}
             chosen = [row_of[c] for c in expansion.select(q[b], cands, vecs)]
             picked.append(chosen)

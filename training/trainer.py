@@ -261,9 +261,12 @@ def train_predictor(
     if expansion is not None:
         from training.link_expansion import expand_training_set
 
-        train_set = expand_training_set(train_set, train_examples, expansion, mined_negatives=mined_negatives)
+        scopes = [corpus[i].scope for i in train_set.corpus_ids]
+        train_set = expand_training_set(train_set, train_examples, expansion, mined_negatives=mined_negatives,
+                                        scopes=scopes)
         if val_set is not None:
-            val_set = expand_training_set(val_set, val_examples, expansion, mined_negatives=mined_negatives)
+            val_set = expand_training_set(val_set, val_examples, expansion, mined_negatives=mined_negatives,
+                                          scopes=[corpus[i].scope for i in val_set.corpus_ids])
     bs = training_config.batch_size
     steps_per_epoch = max(len(train_set) // (bs * devices), 1)
     # max_steps, when given, overrides num_epochs; otherwise num_epochs bounds the run

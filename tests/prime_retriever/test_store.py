@@ -220,6 +220,28 @@ async def test_payload_filter_pass_through(store: VectorStore, corpus: Corpus) -
     assert all(h.payload["letter"] not in letters and h.doc_id != corpus.ids[-1] for h in hits)
 
 
+async def test_scope_filter_keeps_one_users_documents(store: VectorStore, corpus: Corpus) -> None:
+    """Documents with a scope (one user's memory) beside unscoped ones: ``scope_filter`` returns only
+    that scope's documents, ranked exactly, on local mode and on Qdrant Edge alike."""
+    from prime_retriever.documents import Document, scope_filter
+
+    mine = [Document(f"mem{i}", f"memory {i}", scope="alice" if i % 2 else "bob") for i in range(6)]
+    vecs = corpus.queries[:6] + 0.01  # (6, D): near the queries, so they compete with the corpus
+    await store.upsert([d.id for d in mine], vecs, [d.payload() for d in mine])
+    q = corpus.queries[1]
+    unscoped = await store.search(q, K)
+    assert "mem1" in [h.doc_id for h in unscoped]  # without the filter, bob's and the corpus compete
+    hits = await store.search(q, K, filter=scope_filter("alice"))
+    alice = [d.id for d in mine if d.scope == "alice"]
+    sims = {d: float(np.dot(v, q) / np.linalg.norm(v) / np.linalg.norm(q)) for d, v in zip(
+        [d.id for d in mine], vecs, strict=True)}
+    assert [h.doc_id for h in hits] == sorted(alice, key=lambda d: -sims[d])
+    assert all(h.payload["scope"] == "alice" for h in hits)
+    assert await store.search(q, K, filter=scope_filter("carol")) == []
+    with pytest.raises(ValueError, match="non-empty"):
+        scope_filter("")
+
+
 async def test_search_batch_equals_individual_searches(store: VectorStore, corpus: Corpus) -> None:
     qs = corpus.queries[:6]  # (6, D)
     letter = corpus.payloads[3]["letter"]

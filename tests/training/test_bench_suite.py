@@ -75,3 +75,38 @@ def test_unseen_lists_datasets_evaluated_but_never_trained() -> None:
     s = BenchSuite(train=[], eval={}, corpus={}, sources={"a": {"train": 3, "eval": 2}, "b": {"train": 0, "eval": 5},
                                                          "c": {"train": 4, "eval": 0}})
     assert s.unseen == ["b"]
+
+
+async def test_bench_searches_a_scoped_question_within_its_scope_for_every_method(pytestconfig: pytest.Config) -> None:
+    """LoCoMo-style scopes on real HotpotQA paragraphs: the benchmark's searches (predictor, query,
+    adapter, concatenation) rank only the question's own scope."""
+    from prime_retriever.documents import Document
+    from prime_retriever.inference import EagerPredictor
+    from prime_retriever.qdrant_store import QdrantStore
+    from prime_retriever.retriever import PredictiveRetriever, random_predictor
+    from tests.prime_retriever.test_retriever import cached_encoder, embedding_cache_dir, hotpot_sample
+    from training.bench.adapter import LinearAdapter
+    from training.bench.runner import _concat_text, _evaluate_framing, _text_vectors
+
+    sample = hotpot_sample()
+    scope_of = {d.id: f"conv{i % 3}" for i, d in enumerate(sample.docs)}
+    docs = [Document(d.id, d.text, d.title, scope=scope_of[d.id]) for d in sample.docs]
+    encoder = cached_encoder(embedding_cache_dir(pytestconfig))
+    examples = [Example(f"e{i}", (q,), q, (g[0],), scope=scope_of[g[0]])
+                for i, (q, g) in enumerate(zip(sample.questions[:10], sample.gold[:10], strict=True))]
+    store = QdrantStore("scoped", location=":memory:")
+    await store.ensure_collection(encoder.dim, encoder.name)
+    await store.upsert([d.id for d in docs], encoder.encode([d.encoding_text for d in docs], show_progress=False),
+                       [d.payload() for d in docs])
+    vec = _text_vectors(encoder, [t for ex in examples for t in (ex.query, _concat_text(ex))])
+    backend = EagerPredictor(random_predictor(encoder.dim, perturb=0.003, max_context_length=4))
+    async with PredictiveRetriever(backend, encoder, store, micro_batching=False) as r:
+        runs = await _evaluate_framing(r, examples, GIVEN, vec, LinearAdapter(encoder.dim))
+    assert set(runs) == {"query_baseline", "linear_adapter", "predictor", "concat_baseline"}
+    for name, run in runs.items():
+        assert len(run.ranked) == len(examples)
+        for ex, ranked in zip(examples, run.ranked, strict=True):
+            assert ranked, name
+            assert {scope_of[d] for d in ranked} == {ex.scope}, name
+            # the whole scope is ranked (k = 100 > its size), and nothing else
+            assert len(ranked) == sum(s == ex.scope for s in scope_of.values()), name

@@ -58,6 +58,20 @@ def test_generic_extended_keeps_groups(tmp_path: Path) -> None:
     assert read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl").examples == [ex]
 
 
+def test_generic_scopes_round_trip(tmp_path: Path) -> None:
+    """A per-user memory: documents and questions carry a scope, and it survives the generic files."""
+    ex = Example(id="e", context=("hi",), query="q", positive_ids=("d1",), scope="alice", source="s")
+    corpus = {"d1": Document("d1", "a", scope="alice"), "d2": Document("d2", "b", scope="bob"),
+              "d3": Document("d3", "c")}
+    write_generic(Dataset("t", [ex], corpus), tmp_path / "e.jsonl", tmp_path / "c.jsonl", extended=True)
+    back = read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl")
+    assert back.examples == [ex] and back.corpus == corpus
+    assert "scope" not in json.loads((tmp_path / "c.jsonl").read_text().splitlines()[2])  # unscoped: no key
+    (tmp_path / "c.jsonl").write_text('{"id": "d1", "text": "t", "scope": 3}\n')
+    with pytest.raises(DataError, match=r"c.jsonl:1: 'scope' must be a string"):
+        read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl")
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ("{oops", r"e.jsonl:2: invalid JSON"),
     ('{"id": "b", "context": ["c"], "positive_ids": ["d1"]}', r"e.jsonl:2: missing key 'query'"),

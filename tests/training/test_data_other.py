@@ -89,6 +89,9 @@ def test_locomo(prime_data_dir: Path) -> None:
     ds.validate()
     assert len({e.id.split(":")[1] for e in ds.examples}) == 10
     assert all(p.split(":")[0] == e.id.split(":")[1] for e in ds.examples for p in e.positive_ids)
+    # each question searches its own conversation: questions and turns carry the conversation as scope
+    assert all(e.scope == e.id.split(":")[1] for e in ds.examples)
+    assert all(d.scope == i.split(":")[0] for i, d in ds.corpus.items())
     assert len(ds.examples) > 1900 and sum(ds.skipped.values()) < 10
     with pytest.raises(DataError, match="only the 'given' framing"):
         load_dataset(prime_data_dir / "locomo" / "locomo10.zip", "first_hop")

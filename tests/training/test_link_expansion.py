@@ -85,6 +85,55 @@ async def test_retriever_and_training_build_the_same_expanded_context(cache_root
     assert n_expanded >= len(examples) // 3  # the sample's questions and paragraphs do mention titles
 
 
+async def test_a_scoped_search_sees_only_its_scope_online_and_in_training(cache_root: Path) -> None:
+    """Split the corpus into two scopes (two users' memories): a scoped search must neither return nor
+    hand the predictor a document of the other scope, and training must build the same context."""
+    from prime_retriever.documents import Document, scope_filter
+    from prime_retriever.qdrant_store import QdrantStore
+
+    sample = hotpot_sample()
+    scope_of = {d.id: f"user{i % 2}" for i, d in enumerate(sample.docs)}
+    docs = [Document(d.id, d.text, d.title, scope=scope_of[d.id]) for d in sample.docs]
+    corpus = {d.id: d for d in docs}
+    graph = LinkGraph.build(docs)
+    expansion = LinkExpansion(graph, seeds=1, max_candidates=CAP)
+    examples = [Example(ex.id, ex.context, ex.query, ex.positive_ids, framing=ex.framing, exclude_ids=ex.exclude_ids,
+                        scope=scope_of[ex.positive_ids[0]]) for ex in _examples()]
+    encoder = cached_encoder(cache_root)
+    tset, _, _ = build_training_sets(examples, [], corpus, encoder, max_context_length=3)
+    expanded = expand_training_set(tset, examples, expansion, mined_negatives=5,
+                                   scopes=[corpus[i].scope for i in tset.corpus_ids])
+    unscoped = expand_training_set(tset, [Example(e.id, e.context, e.query, e.positive_ids, exclude_ids=e.exclude_ids)
+                                          for e in examples], expansion, mined_negatives=5)
+    vectors = tset.corpus.numpy()  # C × D
+
+    store = QdrantStore("scoped", location=":memory:")
+    await store.ensure_collection(encoder.dim, encoder.name)
+    await store.upsert([d.id for d in docs], vectors[[tset.corpus_ids.index(d.id) for d in docs]],
+                       [d.payload() for d in docs])
+    backend = RecordingBackend()
+    dropped = 0
+    async with PredictiveRetriever(backend, encoder, store, micro_batching=False, expansion=expansion) as r:
+        for i, ex in enumerate(examples):
+            backend.seen.clear()
+            hits = await r.search(list(ex.context), ex.query, k=5, filter=scope_filter(ex.scope),
+                                  exclude_ids=list(ex.exclude_ids))
+            assert hits.doc_ids and all(scope_of[h] == ex.scope for h in hits.doc_ids)
+            base = await r.search_baseline(ex.query, k=5, filter=scope_filter(ex.scope))
+            assert all(scope_of[h] == ex.scope for h in base.doc_ids)
+            (ctx, _), = backend.seen
+            n = int(expanded.context_mask[i].sum())
+            assert ctx.shape[1] == n
+            np.testing.assert_allclose(ctx[0], expanded.context[i, :n].numpy(), atol=1e-5)
+            for row in ctx[0, : n - len(ex.context)]:  # the linked documents: all in the example's scope
+                nearest = int(np.argmax(vectors @ row))
+                assert scope_of[tset.corpus_ids[nearest]] == ex.scope
+            negs = expanded.negatives[i][expanded.negatives[i] >= 0].tolist()
+            assert all(scope_of[tset.corpus_ids[j]] == ex.scope for j in negs)
+            dropped += int(unscoped.context_mask[i].sum()) - n
+    assert dropped > 0  # without scopes, some of these contexts would carry the other user's documents
+
+
 async def test_expansion_store_failure_is_a_retriever_error(cache_root: Path) -> None:
     sample = hotpot_sample()
     store = await populated_store(cache_root)

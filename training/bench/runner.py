@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from prime_retriever.checkpoint import read_meta
+from prime_retriever.documents import scope_filter
 from prime_retriever.embedding_cache import CachedEncoder
 from prime_retriever.encoders import HFTextEncoder
 from prime_retriever.link_graph import LinkExpansion, LinkGraph
@@ -83,8 +84,9 @@ async def _evaluate_framing(
     for ex in tqdm(examples, desc=f"searching {framing}", unit="q", mininterval=2.0):
         q = vec[ex.query]  # D
         excl = list(ex.exclude_ids)
+        flt = scope_filter(ex.scope) if ex.scope else None  # LoCoMo: the question's own conversation
         # texts in: link expansion reads the titles they mention (their embeddings are cached)
-        res = await retriever.search(list(ex.context), ex.query, k=K_EVAL, exclude_ids=excl)
+        res = await retriever.search(list(ex.context), ex.query, k=K_EVAL, filter=flt, exclude_ids=excl)
         runs["predictor"].ranked.append(res.doc_ids)
         runs["predictor"].latencies_ms.append(res.latency_s * 1e3)
         runs["predictor"].confidence.append(res.confidence)
@@ -92,7 +94,7 @@ async def _evaluate_framing(
         if "concat_baseline" in runs:
             queries["concat_baseline"] = vec[_concat_text(ex)]
         for name, v in queries.items():
-            r = await retriever.search_baseline(v, k=K_EVAL, exclude_ids=excl)
+            r = await retriever.search_baseline(v, k=K_EVAL, filter=flt, exclude_ids=excl)
             runs[name].ranked.append(r.doc_ids)
             runs[name].latencies_ms.append(r.latency_s * 1e3)
     return runs

@@ -30,7 +30,8 @@ class Example:
     own conversational framing). ``group_id`` ties together examples that must land on the same
     side of a train/eval split (one question, one dialogue); it defaults to ``id``.
     ``exclude_ids`` are documents to drop from the candidates at evaluation (the paragraph that is
-    already in the context for ``multi_hop``).
+    already in the context for ``multi_hop``). ``scope``, when set, restricts the search to the
+    documents of that scope (:attr:`Document.scope`: LoCoMo searches the question's own conversation).
     """
 
     id: str
@@ -42,6 +43,7 @@ class Example:
     source: str = ""
     group_id: str = ""
     exclude_ids: tuple[str, ...] = ()
+    scope: str = ""
 
     def __post_init__(self) -> None:
         if not self.id:

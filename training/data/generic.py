@@ -5,9 +5,11 @@ Examples file, one JSON object a line::
     {"id": str, "context": [str, ...], "query": str, "positive_ids": [str, ...], "negative_ids": [str, ...]}
 
 ``negative_ids`` is optional. Documented optional extensions, written only with ``extended=True``
-and read when present: ``framing``, ``source``, ``group_id``, ``exclude_ids``.
+and read when present: ``framing``, ``source``, ``group_id``, ``exclude_ids``, ``scope`` (search only the
+documents of that scope, e.g. the user's own conversation).
 
-Corpus file, one JSON object a line: ``{"id": str, "text": str, "title": str}`` (``title`` optional).
+Corpus file, one JSON object a line: ``{"id": str, "text": str, "title": str, "scope": str}`` (``title``
+and ``scope`` optional).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from prime_retriever.jsonl import iter_jsonl
 from training.data.examples import GIVEN, Dataset, Example
 
 EXAMPLE_KEYS = ("id", "context", "query", "positive_ids", "negative_ids")
-EXTENSION_KEYS = ("framing", "source", "group_id", "exclude_ids")
+EXTENSION_KEYS = ("framing", "source", "group_id", "exclude_ids", "scope")
 
 
 def _str(rec: Mapping[str, Any], key: str, where: str, *, required: bool = True, default: str = "") -> str:
@@ -88,7 +90,8 @@ def read_examples(path: str | Path, corpus: Mapping[str, Document] | None = None
                 positive_ids=positives, negative_ids=negatives,
                 framing=_str(rec, "framing", where, required=False, default=framing),
                 source=_str(rec, "source", where, required=False, default=source),
-                group_id=_str(rec, "group_id", where, required=False), exclude_ids=excluded))
+                group_id=_str(rec, "group_id", where, required=False), exclude_ids=excluded,
+                scope=_str(rec, "scope", where, required=False)))
         except DataError as exc:
             raise DataError(f"{where}: {exc}") from exc
     return examples
@@ -109,6 +112,8 @@ def example_record(ex: Example, *, extended: bool = False) -> dict[str, Any]:
                            "positive_ids": list(ex.positive_ids), "negative_ids": list(ex.negative_ids)}
     if extended:
         rec.update(framing=ex.framing, source=ex.source, group_id=ex.group_id, exclude_ids=list(ex.exclude_ids))
+        if ex.scope:
+            rec["scope"] = ex.scope
     return rec
 
 
@@ -136,10 +141,17 @@ def write_examples(path: str | Path, examples: Iterable[Example], *, extended: b
                                       for e in examples))
 
 
+def corpus_record(d: Document) -> dict[str, str]:
+    """The JSON object of one document (``scope`` only when set)."""
+    rec = {"id": d.id, "text": d.text, "title": d.title}
+    if d.scope:
+        rec["scope"] = d.scope
+    return rec
+
+
 def write_corpus(path: str | Path, corpus: Iterable[Document]) -> int:
     """Write documents (atomically); returns the number of lines written."""
-    return _atomic_write_lines(path, (json.dumps({"id": d.id, "text": d.text, "title": d.title}, ensure_ascii=False)
-                                      for d in corpus))
+    return _atomic_write_lines(path, (json.dumps(corpus_record(d), ensure_ascii=False) for d in corpus))
 
 
 def write_generic(dataset: Dataset, examples_path: str | Path, corpus_path: str | Path, *,

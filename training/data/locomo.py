@@ -6,8 +6,9 @@ when the turn shares a photo), title = the speaker. Examples (framing ``given``)
 [question] (the questions are asked after the conversation, not inside it), query = question,
 positives = the evidence turns. Evidence ids are repaired where the file mangles them
 (``"D9:1 D4:4"``, ``"D8:6; D9:17"``, ``"D:11:26"``, ``"D30:05"``); ids that still name no turn are
-dropped, and a question left without evidence is skipped (counted). Evaluate against the
-question's own conversation only: candidates are the documents whose id starts with ``<conv>:``.
+dropped, and a question left without evidence is skipped (counted). A question searches its own
+conversation only: every turn and every question carries ``scope = <conv>`` (a conversation is one
+user's memory), and the benchmark restricts the search with :func:`~prime_retriever.scope_filter`.
 Example ids are ``locomo:<conv>:q<k>``; group_id = the example id.
 """
 
@@ -74,7 +75,7 @@ def load_locomo(path: str | Path, framing: str = GIVEN) -> Dataset:
                     norm = f"D{int(m.group(1))}:{int(m.group(2))}" if m else t["dia_id"]
                     doc_id = f"{conv}:{norm}"
                     turn_ids[norm] = doc_id
-                    corpus[doc_id] = Document(id=doc_id, text=text, title=str(t.get("speaker", "")))
+                    corpus[doc_id] = Document(id=doc_id, text=text, title=str(t.get("speaker", "")), scope=conv)
             for k, qa in enumerate(data["qa"]):
                 if not isinstance(qa, dict) or not isinstance(qa.get("question"), str):
                     raise DataError(f"{where}: qa[{k}] needs a string 'question'")
@@ -86,5 +87,5 @@ def load_locomo(path: str | Path, framing: str = GIVEN) -> Dataset:
                 q = clean_text(qa["question"])
                 ex_id = f"locomo:{conv}:q{k}"
                 examples.append(Example(id=ex_id, context=(q,), query=q, positive_ids=positives,
-                                        framing=GIVEN, source=f"locomo/{p.name}", group_id=ex_id))
+                                        framing=GIVEN, source=f"locomo/{p.name}", group_id=ex_id, scope=conv))
     return Dataset(name=f"locomo/{p.name}", examples=examples, corpus=corpus, skipped=skipped)
