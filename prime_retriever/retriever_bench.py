@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
+from prime_retriever.link_graph import LinkExpansion, LinkGraph
 
 if TYPE_CHECKING:
     from prime_retriever.inference import PredictorBackend
@@ -170,11 +171,18 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         encoder.encode(texts[s : s + 1024], batch_size=64, show_progress=len(texts) > 1024)
 
     backend: PredictorBackend
+    expansion: LinkExpansion | None = None
     if args.checkpoint:
         from prime_retriever.checkpoint import load_checkpoint
 
-        backend = make_backend(load_checkpoint(Path(args.checkpoint)).model, args.backend)
+        model = load_checkpoint(Path(args.checkpoint)).model
+        backend = make_backend(model, args.backend)
         predictor_desc = f"checkpoint {args.checkpoint} ({args.backend})"
+        if model.config.link_candidates:  # served as trained: with its link expansion
+            graph = LinkGraph.load(args.links) if args.links else LinkGraph.build(docs)
+            expansion = LinkExpansion.for_config(model.config, graph)
+            predictor_desc += (f", link expansion ({model.config.link_candidates} candidates, "
+                               f"{model.config.link_seeds} seed; graph {args.links or 'built from the corpus'})")
     else:
         backend = EagerPredictor(random_predictor(raw.dim, perturb=0.002))
         predictor_desc = "random-init small residual predictor (2 layers, hidden 128, output_proj std 0.002), eager"
@@ -199,8 +207,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             print(f"[{kind}] indexed {report.count_after} docs in {report.seconds:.1f}s", flush=True)
 
             def retriever(batching: bool, st: VectorStore = store, **kw: Any) -> PredictiveRetriever:
-                return PredictiveRetriever(backend, encoder.encoder, st, micro_batching=batching,
-                                           owns_store=False, batch_wait_s=args.batch_wait_ms / 1000, **kw)
+                return PredictiveRetriever(backend, encoder.encoder, st, micro_batching=batching, owns_store=False,
+                                           batch_wait_s=args.batch_wait_ms / 1000, expansion=expansion, **kw)
 
             r = retriever(True)
             await r.warmup()
@@ -324,6 +332,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="predictor checkpoint (default: a random-init one)")
     parser.add_argument("--backend", default="eager", choices=["eager", "fast", "compiled", "onnx"],
                         help="predictor backend")
+    parser.add_argument("--links", default=None,
+                        help="link graph for a checkpoint trained with link expansion (default: built from the corpus)")
     parser.add_argument("--data-dir", default=None, help="data folder (default: $PRIME_DATA_DIR or ../shared/data)")
     parser.add_argument("--cache-dir", default=None, help="embedding cache folder (default: the user cache)")
     parser.add_argument("--max-docs", type=int, default=0, help="cap the corpus (0: all paragraphs)")
