@@ -35,7 +35,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", type=Path, default=None, help="corpus file of a generic/HippoRAG input")
     parser.add_argument("--split", default="dev", help="MS MARCO split (default: dev)")
     parser.add_argument("--extended", action="store_true",
-                        help="also write framing, source, group_id and exclude_ids")
+                        help="also write framing, source, group_id and exclude_ids (scope is always written when set)")
 
 
 def convert(inputs: list[Path], framing: str, *, sentence_turns: bool = False, corpus_path: Path | None = None,

@@ -60,11 +60,11 @@ def test_generic_extended_keeps_groups(tmp_path: Path) -> None:
 
 def test_generic_scopes_round_trip(tmp_path: Path) -> None:
     """A per-user memory: documents and questions carry a scope, and it survives the generic files."""
-    ex = Example(id="e", context=("hi",), query="q", positive_ids=("d1",), scope="alice", source="s")
+    ex = Example(id="e", context=("hi",), query="q", positive_ids=("d1",), scope="alice", source="t")
     corpus = {"d1": Document("d1", "a", scope="alice"), "d2": Document("d2", "b", scope="bob"),
               "d3": Document("d3", "c")}
-    write_generic(Dataset("t", [ex], corpus), tmp_path / "e.jsonl", tmp_path / "c.jsonl", extended=True)
-    back = read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl")
+    write_generic(Dataset("t", [ex], corpus), tmp_path / "e.jsonl", tmp_path / "c.jsonl")  # base format
+    back = read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl", name="t")
     assert back.examples == [ex] and back.corpus == corpus
     assert "scope" not in json.loads((tmp_path / "c.jsonl").read_text().splitlines()[2])  # unscoped: no key
     (tmp_path / "c.jsonl").write_text('{"id": "d1", "text": "t", "scope": 3}\n')

@@ -2,11 +2,13 @@
 
 Examples file, one JSON object a line::
 
-    {"id": str, "context": [str, ...], "query": str, "positive_ids": [str, ...], "negative_ids": [str, ...]}
+    {"id": str, "context": [str, ...], "query": str, "positive_ids": [str, ...], "negative_ids": [str, ...],
+     "scope": str}
 
-``negative_ids`` is optional. Documented optional extensions, written only with ``extended=True``
-and read when present: ``framing``, ``source``, ``group_id``, ``exclude_ids``, ``scope`` (search only the
-documents of that scope, e.g. the user's own conversation).
+``negative_ids`` is optional. ``scope`` is optional and written whenever set: the question searches only
+the documents of that scope (e.g. the user's own conversation); dropping it would change the task.
+Documented optional extensions, written only with ``extended=True`` and read when present: ``framing``,
+``source``, ``group_id``, ``exclude_ids``.
 
 Corpus file, one JSON object a line: ``{"id": str, "text": str, "title": str, "scope": str}`` (``title``
 and ``scope`` optional).
@@ -112,8 +114,8 @@ def example_record(ex: Example, *, extended: bool = False) -> dict[str, Any]:
                            "positive_ids": list(ex.positive_ids), "negative_ids": list(ex.negative_ids)}
     if extended:
         rec.update(framing=ex.framing, source=ex.source, group_id=ex.group_id, exclude_ids=list(ex.exclude_ids))
-        if ex.scope:
-            rec["scope"] = ex.scope
+    if ex.scope:
+        rec["scope"] = ex.scope
     return rec
 
 
