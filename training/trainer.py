@@ -240,7 +240,7 @@ def train_predictor(
         expansion: link expansion (``training.link_expansion``) applied to the train and validation
             sets; ``predictor_config.link_candidates`` must equal its ``max_candidates``. Its hard
             negatives (non-gold candidates + ``mined_negatives`` top-ranked non-gold rows) replace
-            the examples' own.
+            the examples' own; with ``num_hard_negatives = 0`` nothing reads them, so none are mined.
     """
     out = Path(out_dir)
     if num_threads is not None:
@@ -261,11 +261,11 @@ def train_predictor(
     if expansion is not None:
         from training.link_expansion import expand_training_set
 
+        mined = mined_negatives if num_hard_negatives > 0 else 0  # negatives are only read with K > 0
         scopes = [corpus[i].scope for i in train_set.corpus_ids]
-        train_set = expand_training_set(train_set, train_examples, expansion, mined_negatives=mined_negatives,
-                                        scopes=scopes)
+        train_set = expand_training_set(train_set, train_examples, expansion, mined_negatives=mined, scopes=scopes)
         if val_set is not None:
-            val_set = expand_training_set(val_set, val_examples, expansion, mined_negatives=mined_negatives,
+            val_set = expand_training_set(val_set, val_examples, expansion, mined_negatives=mined,
                                           scopes=[corpus[i].scope for i in val_set.corpus_ids])
     bs = training_config.batch_size
     steps_per_epoch = max(len(train_set) // (bs * devices), 1)
@@ -403,7 +403,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="title-mention link graph (prime-retriever links) for --link-candidates > 0 "
                              "(default: built from the corpus and written to OUT.links.json)")
     parser.add_argument("--mined-negatives", type=int, default=16, metavar="K",
-                        help="with link expansion: the query's K top-ranked non-gold documents as hard negatives")
+                        help="with link expansion and --hard-negatives > 0: the query's K top-ranked non-gold "
+                             "documents join the hard-negative pool")
     parser.add_argument("--encoder", help="X/Y-Encoder model folder (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--cache-dir", help="embedding cache root (default: $PRIME_CACHE_DIR or ~/.cache)")
     parser.add_argument("--devices", type=int, default=1)
