@@ -41,12 +41,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from qdrant_client import models
 
 from prime_retriever.errors import EncoderError, PredictorError, PrimeError, RetrieverError, StoreError
 from prime_retriever.inference import EagerPredictor, PredictorBackend
 from prime_retriever.micro_batcher import MicroBatcher
 from prime_retriever.predictive_cache import PredictiveCache
-from prime_retriever.store import ScoredDoc, StoreUnavailableError, VectorStore
+from prime_retriever.store import ScoredDoc, StoreUnavailableError, VectorStore, point_id
 
 if TYPE_CHECKING:
     from prime_retriever.documents import Document
@@ -862,10 +863,6 @@ class PredictiveRetriever:
         rows = [j for j, i in enumerate(live) if reqs[live[j]].filter is not None and cands[j]]
         if not rows:
             return
-        from qdrant_client import models
-
-        from prime_retriever.store import point_id
-
         flts = [
             models.Filter(must=[reqs[live[j]].filter, models.HasIdCondition(has_id=[point_id(c) for c in cands[j]])])
             for j in rows

@@ -29,9 +29,6 @@ from prime_retriever.indexing import read_corpus_jsonl
 from prime_retriever.jsonl import iter_jsonl
 from training.data.examples import GIVEN, Dataset, Example
 
-EXAMPLE_KEYS = ("id", "context", "query", "positive_ids", "negative_ids")
-EXTENSION_KEYS = ("framing", "source", "group_id", "exclude_ids", "scope")
-
 
 def _str(rec: Mapping[str, Any], key: str, where: str, *, required: bool = True, default: str = "") -> str:
     if key not in rec:
