@@ -25,10 +25,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,6 +63,16 @@ class IndexReport:
     seconds: float
 
 
+def _optional_str(rec: Mapping[str, Any], key: str, where: str) -> str:
+    """``rec[key]`` as a string: "" when missing or null, a :class:`DataError` when not a string."""
+    value = rec.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"{where}: '{key}' must be a string")
+    return value
+
+
 def read_corpus_jsonl(path: str | os.PathLike[str], *, allow_duplicates: bool = True) -> list[Document]:
     """Read a generic JSONL corpus: one ``{"id": str, "text": str, "title": str?, "scope": str?}`` object a line.
 
@@ -77,18 +87,12 @@ def read_corpus_jsonl(path: str | os.PathLike[str], *, allow_duplicates: bool = 
     seen: set[str] = set()
     for n, rec in iter_jsonl(p):
         where = f"{p}:{n}"
-        doc_id, text, title = rec.get("id"), rec.get("text"), rec.get("title", "")
+        doc_id, text = rec.get("id"), rec.get("text")
         if not isinstance(doc_id, str) or not doc_id:
             raise DataError(f"{where}: 'id' must be a non-empty string")
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{where}: 'text' must be a non-empty string")
-        if title is None:
-            title = ""
-        if not isinstance(title, str):
-            raise DataError(f"{where}: 'title' must be a string")
-        scope = rec.get("scope") or ""
-        if not isinstance(scope, str):
-            raise DataError(f"{where}: 'scope' must be a string")
+        title, scope = _optional_str(rec, "title", where), _optional_str(rec, "scope", where)
         if not allow_duplicates and doc_id in seen:
             raise DataError(f"{where}: duplicate document id {doc_id!r}")
         seen.add(doc_id)

@@ -67,9 +67,10 @@ def test_generic_scopes_round_trip(tmp_path: Path) -> None:
     back = read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl", name="t")
     assert back.examples == [ex] and back.corpus == corpus
     assert "scope" not in json.loads((tmp_path / "c.jsonl").read_text().splitlines()[2])  # unscoped: no key
-    (tmp_path / "c.jsonl").write_text('{"id": "d1", "text": "t", "scope": 3}\n')
-    with pytest.raises(DataError, match=r"c.jsonl:1: 'scope' must be a string"):
-        read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl")
+    for bad in ("3", "0", "[]"):  # a falsy non-string is no more an empty scope than a truthy one
+        (tmp_path / "c.jsonl").write_text(f'{{"id": "d1", "text": "t", "scope": {bad}}}\n')
+        with pytest.raises(DataError, match=r"c.jsonl:1: 'scope' must be a string"):
+            read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl")
 
 
 @pytest.mark.parametrize(("line", "message"), [
