@@ -51,7 +51,7 @@ def expand_training_set(
     scoped = any(ex.scope for ex in examples)
     if scoped and (scopes is None or len(scopes) != corpus.shape[0]):
         raise ValueError("examples with a scope need the scope of every corpus row (scopes=)")
-    scope_of = np.asarray(scopes if scoped and scopes is not None else [""] * corpus.shape[0])  # C
+    scope_of = np.asarray(scopes if scopes is not None else [""] * corpus.shape[0])  # C (read only when scoped)
     E, D = len(tset), corpus.shape[1]
     picked: list[list[int]] = []
     negatives: list[list[int]] = []
@@ -63,7 +63,7 @@ def expand_training_set(
         excl = tset.excluded[start : start + chunk]
         rows, cols = torch.nonzero(excl >= 0, as_tuple=True)
         sims[rows.numpy(), excl[rows, cols].numpy()] = -np.inf
-        for b in range(q.shape[0]) if scoped else ():
+        for b in range(q.shape[0]):
             if examples[start + b].scope:
                 sims[b, scope_of != examples[start + b].scope] = -np.inf  # outside the example's scope
         top = np.argpartition(-sims, depth - 1, axis=1)[:, :depth]
