@@ -67,12 +67,13 @@ class TrainResult:
 
 
 class _TrainCollator:
-    def __init__(self, tset: TrainingSet, num_hard_negatives: int) -> None:
+    def __init__(self, tset: TrainingSet, num_hard_negatives: int, query_only: float = 0.0) -> None:
         self.tset = tset
         self.k = num_hard_negatives
+        self.query_only = query_only
 
     def __call__(self, indices: Sequence[int]) -> Batch:
-        return collate_training_batch(self.tset, indices, num_hard_negatives=self.k)
+        return collate_training_batch(self.tset, indices, num_hard_negatives=self.k, query_only=self.query_only)
 
 
 class _EvalCollator:
@@ -216,6 +217,7 @@ def train_predictor(
     verbose: bool = True,
     expansion: LinkExpansion | None = None,
     mined_negatives: int = 16,
+    query_only: float = 0.0,
 ) -> TrainResult:
     """Train a predictor on ``train_examples``, validate on ``val_examples``, save the best checkpoint.
 
@@ -241,11 +243,15 @@ def train_predictor(
             sets; ``predictor_config.link_candidates`` must equal its ``max_candidates``. Its hard
             negatives (non-gold candidates + ``mined_negatives`` top-ranked non-gold rows) replace
             the examples' own; with ``num_hard_negatives = 0`` nothing reads them, so none are mined.
+        query_only: probability that a training row sees the query as its only context turn (no
+            history, no links), as an unlinked question does at serving time.
     """
     out = Path(out_dir)
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     L.seed_everything(seed, workers=True)
+    if not 0.0 <= query_only <= 1.0:
+        raise PrimeError(f"query_only is a probability in [0, 1]; got {query_only}")
     if encoder.dim not in (predictor_config.input_dim,) or encoder.dim != predictor_config.output_dim:
         raise PrimeError(f"encoder {encoder.name!r} has dim {encoder.dim}; the predictor expects "
                          f"input_dim={predictor_config.input_dim}, output_dim={predictor_config.output_dim}")
@@ -293,7 +299,7 @@ def train_predictor(
             module.baseline = baseline
     train_loader = DataLoader(index_dataset(train_set), batch_size=bs, shuffle=True,
                               drop_last=len(train_set) >= bs * devices,
-                              collate_fn=_TrainCollator(train_set, num_hard_negatives))
+                              collate_fn=_TrainCollator(train_set, num_hard_negatives, query_only))
     val_loader = (DataLoader(index_dataset(val_set), batch_size=256, shuffle=False,
                              collate_fn=_EvalCollator(val_set)) if val_set is not None else None)
     ckpt_cb = BestCheckpoint(out, encoder=EncoderInfo(name=encoder.name, dim=encoder.dim),
@@ -405,6 +411,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mined-negatives", type=int, default=16, metavar="K",
                         help="with link expansion and --hard-negatives > 0: the query's K top-ranked non-gold "
                              "documents join the hard-negative pool")
+    parser.add_argument("--query-only", type=float, default=0.0, metavar="P",
+                        help="augmentation: each training row, with probability P, sees the query as its only "
+                             "context turn (no history, no links)")
     parser.add_argument("--encoder", help="X/Y-Encoder model folder (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--cache-dir", help="embedding cache root (default: $PRIME_CACHE_DIR or ~/.cache)")
     parser.add_argument("--devices", type=int, default=1)
@@ -521,7 +530,7 @@ def run_cli(args: argparse.Namespace) -> int:
         num_hard_negatives=args.hard_negatives, patience=args.patience, accelerator=args.accelerator,
         devices=args.devices, strategy=args.strategy, logger="wandb" if args.wandb else "csv",
         progress_bar=not args.no_progress, dataset_names=[ds.name], num_threads=args.threads,
-        expansion=expansion, mined_negatives=args.mined_negatives,
+        expansion=expansion, mined_negatives=args.mined_negatives, query_only=args.query_only,
     )
     print()
     print(f"steps: {res.steps} ({res.epochs} epochs), checkpoint: {res.checkpoint_path}")

@@ -127,6 +127,7 @@ def collate_training_batch(
     indices: Sequence[int],
     *,
     num_hard_negatives: int = 0,
+    query_only: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> Batch:
     """One training batch of the examples ``indices`` (B of them).
@@ -135,18 +136,31 @@ def collate_training_batch(
     sampled gold's corpus row), ``target`` B × D (its vector), ``gold`` B × G, ``index`` B, and
     with ``num_hard_negatives = K > 0``: ``hard_negative_rows`` B × K (-1 = none), ``hard_negatives``
     B × K × D and ``hard_negative_mask`` B × K.
+
+    ``query_only`` (augmentation): each row, with that probability, gets the query as its only
+    context turn, as a question without history or links looks at serving time (no draw at 0).
     """
+    if not 0.0 <= query_only <= 1.0:
+        raise ValueError(f"query_only must be in [0, 1]; got {query_only}")
     idx = torch.as_tensor(list(indices), dtype=torch.long)  # B
     mask = tset.context_mask[idx]  # B × Nmax
     n = max(int(mask.sum(dim=1).max()), 1)
+    context = tset.context[idx, :n]  # B × n × D (a copy: advanced indexing)
+    mask = mask[:, :n]  # B × n
+    if query_only > 0:
+        alone = torch.rand(len(idx), generator=generator) < query_only  # B
+        context[alone] = 0.0
+        context[alone, 0] = tset.query[idx[alone]]
+        mask[alone] = False
+        mask[alone, 0] = True
     gold = tset.gold[idx]  # B × G
     counts = (gold >= 0).sum(dim=1)  # B
     pick = (torch.rand(len(idx), generator=generator) * counts).long().clamp(max=counts - 1)  # B
     positive_row = gold[torch.arange(len(idx)), pick]  # B
     batch: Batch = {
         "index": idx,
-        "context": tset.context[idx, :n],
-        "context_mask": mask[:, :n],
+        "context": context,
+        "context_mask": mask,
         "query": tset.query[idx],
         "positive_row": positive_row,
         "target": tset.corpus[positive_row],

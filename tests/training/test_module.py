@@ -87,6 +87,24 @@ def test_sampled_positive_is_a_gold_and_hard_negatives_are_real() -> None:
         assert torch.equal(batch["target"], tset.corpus[batch["positive_row"]])
 
 
+def test_query_only_rows_see_the_query_alone() -> None:
+    tset = _tset(n=6)
+    rows = list(range(6))
+    plain = collate_training_batch(tset, rows, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(plain["context"], tset.context) and bool(plain["context_mask"].all())
+    every = collate_training_batch(tset, rows, query_only=1.0, generator=torch.Generator().manual_seed(0))
+    assert every["context_mask"].tolist() == [[True, False]] * 6
+    assert torch.equal(every["context"][:, 0], tset.query) and float(every["context"][:, 1].abs().sum()) == 0.0
+    assert torch.equal(tset.context_mask, torch.ones(6, 2, dtype=torch.bool))  # the set itself is untouched
+    some = collate_training_batch(tset, rows * 50, query_only=0.3, generator=torch.Generator().manual_seed(1))
+    alone = ~some["context_mask"][:, 1]  # 300 rows
+    assert 0.2 < float(alone.float().mean()) < 0.4
+    assert torch.equal(some["context"][alone, 0], some["query"][alone])
+    assert torch.equal(some["context"][~alone], tset.context[torch.tensor(rows * 50)][~alone])
+    with pytest.raises(ValueError, match="query_only"):
+        collate_training_batch(tset, rows, query_only=1.5)
+
+
 def test_y_encoder_fine_tuning_saves_with_the_checkpoint(tmp_path: Path) -> None:
     from prime_retriever.encoders import default_encoder_path
     from training.trainer import BestCheckpoint

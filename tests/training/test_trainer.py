@@ -76,6 +76,23 @@ def test_train_predictor_writes_a_project_checkpoint(tmp_path: Path) -> None:
     assert (tmp_path / "ck.logs").is_dir()
 
 
+def test_query_only_is_a_probability_and_trains(tmp_path: Path) -> None:
+    from prime_retriever.errors import PrimeError
+
+    train, val, corpus = toy_data()
+    cfg = PredictorConfig(input_dim=16, output_dim=16, hidden_dim=32, num_heads=2, num_layers=1, residual=True,
+                          use_torch_compile=False)
+    tc = TrainingConfig(batch_size=16, warmup_steps=2, num_epochs=2, learning_rate=1e-3,
+                        y_encoder_lr_multiplier=0.0)
+    with pytest.raises(PrimeError, match="query_only"):
+        train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "bad", max_steps=2, query_only=1.5,
+                        progress_bar=False, verbose=False)
+    assert not (tmp_path / "bad").exists()
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=4, query_only=0.5,
+                          progress_bar=False, verbose=False, logger=None)
+    assert res.steps == 4 and load_checkpoint(tmp_path / "ck").model.config.residual
+
+
 def test_cli_parses_every_training_field() -> None:
     from prime_retriever.cli import build_parser
 
@@ -83,9 +100,11 @@ def test_cli_parses_every_training_field() -> None:
     args = parser.parse_args(["train", "--data", "a.jsonl", "--out", "ck", "--hidden-dim", "256",
                               "--num-layers", "2", "--residual", "true", "--attention-layout", "prefix",
                               "--learning-rate", "3e-4", "--batch-size", "32", "--mixed-precision", "false",
-                              "--y-encoder-lr-multiplier", "0", "--max-steps", "5", "--framing", "multi_hop"])
+                              "--y-encoder-lr-multiplier", "0", "--max-steps", "5", "--framing", "multi_hop",
+                              "--query-only", "0.25"])
     assert args.hidden_dim == 256 and args.residual is True and args.attention_layout == "prefix"
     assert args.learning_rate == 3e-4 and args.mixed_precision is False and args.framing == "multi_hop"
+    assert args.query_only == 0.25
     for name in TrainingConfig.model_fields:
         assert hasattr(args, name), name
 

@@ -43,6 +43,7 @@ class Recipe:
     link_candidates: int = 12  # linked documents that join the context (0 = no link expansion)
     link_seeds: int = 1  # top hits of the query embedding whose out-links are candidates
     mined_negatives: int = 0  # top-ranked non-gold rows of the query, as hard negatives
+    query_only: float = 0.0  # share of training rows shown with the query as their only context turn
     max_context_length: int = 20  # link candidates + the 8 most recent conversation turns
     val_fraction: float = 0.15
     patience: int = 5
@@ -113,7 +114,7 @@ def train_with_recipe(
         patience=recipe.patience,
         dataset_names=names,
         log_dir=out / "logs", stratify_validation=recipe.stratify_validation,
-        expansion=expansion, mined_negatives=recipe.mined_negatives,
+        expansion=expansion, mined_negatives=recipe.mined_negatives, query_only=recipe.query_only,
     )
     if result.checkpoint_path is None:
         raise RuntimeError("training produced no checkpoint")
