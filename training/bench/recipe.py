@@ -43,7 +43,10 @@ class Recipe:
     link_candidates: int = 12  # linked documents that join the context (0 = no link expansion)
     link_seeds: int = 1  # top hits of the query embedding whose out-links are candidates
     mined_negatives: int = 0  # top-ranked non-gold rows of the query, as hard negatives
-    query_only: float = 0.0  # share of training rows shown with the query as their only context turn
+    # share of training rows shown with the query as their only context turn (no history, no links), as an
+    # unlinked question is served. Measured (3 seeds): LoCoMo P@5 x1.03 -> x1.06, MRR x1.02 -> x1.06;
+    # first_hop MRR x0.99 -> x1.01; multi_hop P@5 x1.20 -> x1.18
+    query_only: float = 0.5
     max_context_length: int = 20  # link candidates + the 8 most recent conversation turns
     val_fraction: float = 0.15
     patience: int = 5
