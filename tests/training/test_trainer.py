@@ -46,6 +46,15 @@ def toy_data() -> tuple[list[Example], list[Example], dict[str, Document]]:
     return ex[:80], ex[80:], corpus
 
 
+def toy_configs() -> tuple[PredictorConfig, TrainingConfig]:
+    """A tiny residual predictor for the 16-d toy encoder, and a short schedule."""
+    cfg = PredictorConfig(input_dim=16, output_dim=16, hidden_dim=32, num_heads=2, num_layers=1, residual=True,
+                          use_torch_compile=False)
+    tc = TrainingConfig(batch_size=16, warmup_steps=2, num_epochs=2, learning_rate=1e-3,
+                        y_encoder_lr_multiplier=0.0)
+    return cfg, tc
+
+
 def test_precision_choice() -> None:
     tc = TrainingConfig()
     assert resolve_precision(tc, "cpu", None) == "bf16-mixed"
@@ -56,10 +65,7 @@ def test_precision_choice() -> None:
 
 def test_train_predictor_writes_a_project_checkpoint(tmp_path: Path) -> None:
     train, val, corpus = toy_data()
-    cfg = PredictorConfig(input_dim=16, output_dim=16, hidden_dim=32, num_heads=2, num_layers=1, residual=True,
-                          use_torch_compile=False)
-    tc = TrainingConfig(batch_size=16, warmup_steps=2, num_epochs=2, learning_rate=1e-3,
-                        y_encoder_lr_multiplier=0.0)
+    cfg, tc = toy_configs()
     res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=8,
                           num_hard_negatives=1, progress_bar=False, verbose=False, dataset_names=["toy"])
     assert res.steps == 8
@@ -80,10 +86,7 @@ def test_query_only_is_a_probability_and_trains(tmp_path: Path) -> None:
     from prime_retriever.errors import PrimeError
 
     train, val, corpus = toy_data()
-    cfg = PredictorConfig(input_dim=16, output_dim=16, hidden_dim=32, num_heads=2, num_layers=1, residual=True,
-                          use_torch_compile=False)
-    tc = TrainingConfig(batch_size=16, warmup_steps=2, num_epochs=2, learning_rate=1e-3,
-                        y_encoder_lr_multiplier=0.0)
+    cfg, tc = toy_configs()
     with pytest.raises(PrimeError, match="query_only"):
         train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "bad", max_steps=2, query_only=1.5,
                         progress_bar=False, verbose=False)
