@@ -40,6 +40,21 @@ def test_shipped_suite_without_unseen_data_trains_on_every_dataset() -> None:
     assert suite.unseen == [] and "locomo" not in suite.sources and not suite.eval_only_docs
 
 
+@pytest.mark.skipif(not (DATA / "nq_open").is_dir(), reason="shared data not available")
+def test_shipped_suite_trains_on_nq_open_and_never_evaluates_it() -> None:
+    suite = shipped_suite(DATA, limit=30)
+    assert suite.sources["nq_open"] == {"train": 30, "eval": 0}
+    nq = [ex for ex in suite.train if ex.id.startswith("nq:")]
+    assert len(nq) == 30
+    assert not any(ex.id.startswith("nq:") for exs in suite.eval.values() for ex in exs)
+    # its gold passages are in the corpus the training reads, and nothing else moved to the eval side
+    assert {p for ex in nq for p in ex.positive_ids} <= set(suite.train_corpus)
+    without = shipped_suite(DATA, limit=30, nq_open=False)
+    assert "nq_open" not in without.sources
+    assert {k: [ex.id for ex in v] for k, v in without.eval.items()} == {
+        k: [ex.id for ex in v] for k, v in suite.eval.items()}
+
+
 def _ex(i: int) -> Example:
     return Example(id=f"e{i}", context=("c",), query="q", positive_ids=(f"d{i}",), framing=GIVEN)
 

@@ -1,7 +1,7 @@
 """``prime-retriever bench``: predicted embeddings against the query-embedding baseline, end to end.
 
-Inputs: ``--preset shipped`` (HotpotQA + MuSiQue + Doc2Dial from ``$PRIME_DATA_DIR``, and LoCoMo,
-evaluated only), or
+Inputs: ``--preset shipped`` (HotpotQA + MuSiQue + Doc2Dial from ``$PRIME_DATA_DIR``, NQ-open, trained
+on only, and LoCoMo, evaluated only), or
 ``--train``/``--eval``/``--corpus`` files in any supported format, or ``--dataset msmarco
 --msmarco-dir DIR``. Outputs: a markdown table on stdout, ``DIR/report.json`` and
 ``DIR/recall_at_k.png``.
@@ -25,7 +25,7 @@ FRAMING_CHOICES = ("first_hop", "multi_hop", "given", "all")
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("data")
     src.add_argument("--preset", choices=["shipped"],
-                     help="the shipped data: HotpotQA + MuSiQue + Doc2Dial (+ LoCoMo, eval only)")
+                     help="the shipped data: HotpotQA + MuSiQue + Doc2Dial (+ NQ-open, train only; LoCoMo, eval only)")
     src.add_argument("--train", nargs="+", type=Path, default=[], metavar="FILE", help="training files, any format")
     src.add_argument("--eval", nargs="+", type=Path, default=[], metavar="FILE", help="evaluation files, any format")
     src.add_argument("--corpus", nargs="+", type=Path, default=[], metavar="FILE", help="extra generic corpus files")

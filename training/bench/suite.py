@@ -6,7 +6,8 @@ Two ways to build a suite:
   MuSiQue and Doc2Dial, each split by a hash of its question/dialogue ids into disjoint train and
   eval sides. Eval framings: ``first_hop`` and ``multi_hop`` (HotpotQA + MuSiQue questions) and
   ``given`` (Doc2Dial dialogues, and LoCoMo's conversational-memory questions: a dataset the
-  training never sees, evaluated only).
+  training never sees, evaluated only). NQ-open is extra supervision, trained on only: as an eval
+  it is saturated (the query embedding's MRR is 0.95 on it).
 * :func:`files_suite`: user files (``--train``/``--eval``/``--corpus``), in any supported format;
   generic JSONL examples are evaluated as given, in the framing ``given``.
 
@@ -126,10 +127,13 @@ def shipped_suite(
     max_given_eval: int | None = 600,
     sentence_turns: bool = False,
     unseen: bool = True,
+    nq_open: bool = True,
 ) -> BenchSuite:
     """HotpotQA + MuSiQue + Doc2Dial from the shipped data, split into disjoint train/eval sides.
 
-    With ``unseen``, LoCoMo joins the ``given`` framing as eval only: a dataset the training never saw.
+    With ``nq_open``, every NQ-open question is a training example (train only: none is evaluated) and
+    its passages join the corpus. With ``unseen``, LoCoMo joins the ``given`` framing as eval only: a
+    dataset the training never saw.
     """
     hotpot = [
         load_hotpotqa_pool(hotpotqa_files(data_dir), f, sentence_turns=sentence_turns) for f in (FIRST_HOP, MULTI_HOP)
@@ -139,12 +143,17 @@ def shipped_suite(
     doc2dial = load_dataset(data_dir / "doc2dial" / "doc2dial_rc_val.csv.zip", GIVEN)
     named: list[tuple[str, Sequence[Dataset]]] = [("hotpotqa", hotpot), ("musique", musique), ("doc2dial", [doc2dial])]
     eval_only: tuple[str, ...] = ()
+    train_only: tuple[str, ...] = ()
+    if nq_open:
+        named.append(("nq_open", [load_dataset(data_dir / "nq_open" / "nq-open-oracle.jsonl.gz", GIVEN)]))
+        train_only = ("nq_open",)
     if unseen:
         named.append(("locomo", [load_dataset(data_dir / "locomo" / "locomo10.zip", GIVEN)]))
         eval_only = ("locomo",)
     return _assemble(
         named,
         eval_only=eval_only,
+        train_only=train_only,
         limit=limit,
         eval_fraction=eval_fraction,
         max_given_eval=max_given_eval,
@@ -155,6 +164,7 @@ def _assemble(
     named: Sequence[tuple[str, Sequence[Dataset]]],
     *,
     eval_only: Sequence[str] = (),
+    train_only: Sequence[str] = (),
     limit: int | None,
     eval_fraction: float,
     max_given_eval: int | None,
@@ -167,7 +177,12 @@ def _assemble(
     unseen_docs: set[str] = set()
     for name, datasets in named:
         examples = _limit_groups([ex for ds in datasets for ex in ds.examples], limit, name)
-        tr, ev = ([], examples) if name in eval_only else _split(examples, eval_fraction)
+        if name in eval_only:
+            tr, ev = [], examples
+        elif name in train_only:
+            tr, ev = examples, []
+        else:
+            tr, ev = _split(examples, eval_fraction)
         given = [ex for ex in ev if ex.framing == GIVEN]
         if max_given_eval is not None and len(given) > max_given_eval:
             keep = {ex.id for ex in sorted(given, key=lambda e: bucket(e.id, "given-cap"))[:max_given_eval]}
