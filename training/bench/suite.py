@@ -7,7 +7,7 @@ Two ways to build a suite:
   eval sides. Eval framings: ``first_hop`` and ``multi_hop`` (HotpotQA + MuSiQue questions) and
   ``given`` (Doc2Dial dialogues, and LoCoMo's conversational-memory questions: a dataset the
   training never sees, evaluated only). NQ-open is extra supervision, trained on only: as an eval
-  it is saturated (the query embedding's MRR is 0.95 on it).
+  it is saturated (searching its own 2,588 passages, the query embedding's MRR is 0.95).
 * :func:`files_suite`: user files (``--train``/``--eval``/``--corpus``), in any supported format;
   generic JSONL examples are evaluated as given, in the framing ``given``.
 
