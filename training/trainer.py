@@ -169,6 +169,25 @@ class _Throughput(Callback):
             self.losses.append(float(loss))
 
 
+class _ReleaseProcessGroup(Callback):
+    """Destroy the process group that Lightning created for this fit, once every rank has finished.
+
+    Lightning destroys only NCCL groups (at exit); a gloo group stays alive until interpreter shutdown,
+    where its threads race the other rank's exit and ``ddp_spawn`` workers abort now and then
+    ("terminate called without an active exception"). A group that existed before the fit (torchrun,
+    the caller's own ``init_process_group``) belongs to the caller and is left alone.
+    """
+
+    def __init__(self, owned: bool) -> None:
+        self.owned = owned
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        dist = torch.distributed
+        if self.owned and dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
 def resolve_precision(training_config: TrainingConfig, accelerator: str, precision: str | None) -> str:
     """``precision`` if given, else ``bf16-mixed`` (CPU) / ``16-mixed`` (CUDA) with mixed precision, else 32."""
     if precision is not None:
@@ -308,7 +327,8 @@ def train_predictor(
     if initial:
         ckpt_cb.seed(module, {f"val_{k}": v for k, v in initial.items()})
     thr = _Throughput()
-    callbacks: list[Callback] = [ckpt_cb, thr]
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    callbacks: list[Callback] = [ckpt_cb, thr, _ReleaseProcessGroup(owned=owns_group)]
     if val_set is not None and patience > 0:
         callbacks.append(EarlyStopping(monitor="val_mrr", mode="max", patience=patience, strict=False))
     logs = Path(log_dir) if log_dir is not None else out.with_name(out.name + ".logs")
