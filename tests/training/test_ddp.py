@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,37 +103,37 @@ def test_lightning_ddp_spawn_trains(tmp_path: Path) -> None:
     assert cands == {16.0}  # 2 ranks × batch 8
 
 
+@pytest.fixture
+def one_rank_group() -> Iterator[None]:
+    """A gloo process group of one rank, initialised here as a caller would; destroyed afterwards if still alive."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
+                                         world_size=1)
+    yield
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.usefixtures("one_rank_group")
 def test_train_predictor_leaves_the_callers_process_group_alone(tmp_path: Path) -> None:
     """A group the caller initialised (torchrun, their own init_process_group) outlives the fit."""
     from tests.training.test_trainer import ToyEncoder, toy_configs, toy_data
     from training.trainer import train_predictor
 
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
-                                         world_size=1)
-    try:
-        train, val, corpus = toy_data()
-        cfg, tc = toy_configs()
-        train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=2,
-                        progress_bar=False, log_dir=tmp_path / "logs", verbose=False)
-        assert torch.distributed.is_initialized()
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    train, val, corpus = toy_data()
+    cfg, tc = toy_configs()
+    train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=2,
+                    progress_bar=False, log_dir=tmp_path / "logs", verbose=False)
+    assert torch.distributed.is_initialized()
 
 
+@pytest.mark.usefixtures("one_rank_group")
 def test_release_callback_destroys_only_a_group_it_owns() -> None:
     import lightning as L
 
     from training.trainer import _ReleaseProcessGroup
 
     trainer, module = L.Trainer(logger=False, enable_progress_bar=False), _module()
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
-                                         world_size=1)
-    try:
-        _ReleaseProcessGroup(owned=False).teardown(trainer, module, "fit")
-        assert torch.distributed.is_initialized()
-        _ReleaseProcessGroup(owned=True).teardown(trainer, module, "fit")
-        assert not torch.distributed.is_initialized()
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    _ReleaseProcessGroup(owned=False).teardown(trainer, module, "fit")
+    assert torch.distributed.is_initialized()
+    _ReleaseProcessGroup(owned=True).teardown(trainer, module, "fit")
+    assert not torch.distributed.is_initialized()
