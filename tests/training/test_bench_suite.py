@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from prime_retriever.errors import DataError
 from training.bench.runner import MethodRun, _by_dataset, goal_lines
 from training.bench.suite import shipped_suite
 from training.data import data_dir
@@ -36,8 +37,41 @@ def test_shipped_suite_evaluates_locomo_without_ever_training_on_it() -> None:
 
 @pytest.mark.skipif(not (DATA / "locomo").is_dir(), reason="shared data not available")
 def test_shipped_suite_without_unseen_data_trains_on_every_dataset() -> None:
-    suite = shipped_suite(DATA, limit=30, unseen=False)
+    suite = shipped_suite(DATA, limit=30, unseen=None)
     assert suite.unseen == [] and "locomo" not in suite.sources and not suite.eval_only_docs
+
+
+@pytest.mark.skipif(not (DATA / "locomo").is_dir(), reason="shared data not available")
+def test_shipped_suite_with_musique_unseen_trains_on_locomo_split_by_conversation() -> None:
+    suite = shipped_suite(DATA, limit=10, unseen="musique")
+    assert suite.unseen == ["musique"]
+    assert suite.sources["musique"]["train"] == 0 and suite.sources["musique"]["eval"] > 0
+    assert not any(ex.source.startswith("musique") for ex in suite.train)
+    musique_docs = {p for exs in suite.eval.values() for ex in exs if suite.eval_dataset[ex.id] == "musique"
+                    for p in ex.positive_ids}
+    assert musique_docs and musique_docs <= suite.eval_only_docs
+    # LoCoMo is on both sides, but no conversation is: an eval question searches a memory never trained on
+    train_convs = {ex.scope for ex in suite.train if ex.id.startswith("locomo:")}
+    eval_convs = {ex.scope for exs in suite.eval.values() for ex in exs if ex.id.startswith("locomo:")}
+    assert train_convs and eval_convs and not train_convs & eval_convs
+    assert len(train_convs | eval_convs) == 10  # limit=10 counts conversations here, all ten of them
+
+
+@pytest.mark.skipif(not (DATA / "locomo").is_dir(), reason="shared data not available")
+def test_bench_cli_passes_the_unseen_choice_to_the_shipped_suite() -> None:
+    from prime_retriever.cli import build_parser
+    from training.bench import _suite
+
+    parser = build_parser(load=["bench"])
+    for choice, unseen in (("musique", ["musique"]), ("none", [])):
+        args = parser.parse_args(["bench", "--preset", "shipped", "--unseen", choice, "--limit", "10", "--out", "x"])
+        assert _suite(args).unseen == unseen
+    assert parser.parse_args(["bench", "--preset", "shipped", "--out", "x"]).unseen == "locomo"
+
+
+def test_shipped_suite_refuses_an_unknown_unseen_dataset() -> None:
+    with pytest.raises(DataError, match="unseen must be one of"):
+        shipped_suite(DATA, unseen="hotpotqa")
 
 
 @pytest.mark.skipif(not (DATA / "nq_open").is_dir(), reason="shared data not available")

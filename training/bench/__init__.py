@@ -26,6 +26,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("data")
     src.add_argument("--preset", choices=["shipped"],
                      help="the shipped data: HotpotQA + MuSiQue + Doc2Dial (+ NQ-open, train only; LoCoMo, eval only)")
+    src.add_argument("--unseen", choices=["locomo", "musique", "none"], default="locomo",
+                     help="with --preset shipped: the dataset the training never sees (default locomo; with "
+                          "musique, LoCoMo is trained on, split by conversation; none leaves LoCoMo out)")
     src.add_argument("--train", nargs="+", type=Path, default=[], metavar="FILE", help="training files, any format")
     src.add_argument("--eval", nargs="+", type=Path, default=[], metavar="FILE", help="evaluation files, any format")
     src.add_argument("--corpus", nargs="+", type=Path, default=[], metavar="FILE", help="extra generic corpus files")
@@ -61,7 +64,8 @@ def _suite(args: argparse.Namespace) -> BenchSuite:
             raise SystemExit("--dataset msmarco needs --msmarco-dir DIR")
         return msmarco_suite(args.msmarco_dir, limit=args.limit, eval_fraction=args.eval_fraction)
     if args.preset == "shipped":
-        suite = shipped_suite(data_dir(), limit=args.limit, eval_fraction=args.eval_fraction)
+        unseen = None if args.unseen == "none" else args.unseen
+        suite = shipped_suite(data_dir(), limit=args.limit, eval_fraction=args.eval_fraction, unseen=unseen)
     elif args.eval:
         suite = files_suite(args.train, args.eval, args.corpus, framings=framings, limit=args.limit)
     else:

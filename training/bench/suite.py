@@ -7,7 +7,8 @@ Two ways to build a suite:
   eval sides. Eval framings: ``first_hop`` and ``multi_hop`` (HotpotQA + MuSiQue questions) and
   ``given`` (Doc2Dial dialogues, and LoCoMo's conversational-memory questions: a dataset the
   training never sees, evaluated only). NQ-open is extra supervision, trained on only: as an eval
-  it is saturated (searching its own 2,588 passages, the query embedding's MRR is 0.95).
+  it is saturated (searching its own 2,588 passages, the query embedding's MRR is 0.95). With
+  ``unseen="musique"`` MuSiQue is the dataset never trained on, and LoCoMo is split by conversation.
 * :func:`files_suite`: user files (``--train``/``--eval``/``--corpus``), in any supported format;
   generic JSONL examples are evaluated as given, in the framing ``given``.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prime_retriever.documents import Document
@@ -43,6 +44,7 @@ from training.data import (
 from training.data.splits import bucket
 
 MULTI_HOP_FORMATS = ("hotpotqa", "musique")
+UNSEEN_CHOICES = ("locomo", "musique", None)  # shipped_suite's dataset the training never sees
 SPLIT_SALT = "prime-bench-v1"
 
 
@@ -126,15 +128,20 @@ def shipped_suite(
     eval_fraction: float = 0.35,
     max_given_eval: int | None = 600,
     sentence_turns: bool = False,
-    unseen: bool = True,
+    unseen: str | None = "locomo",
     nq_open: bool = True,
 ) -> BenchSuite:
     """HotpotQA + MuSiQue + Doc2Dial from the shipped data, split into disjoint train/eval sides.
 
     With ``nq_open``, every NQ-open question is a training example (train only: none is evaluated) and
-    its passages join the corpus. With ``unseen``, LoCoMo joins the ``given`` framing as eval only: a
-    dataset the training never saw.
+    its passages join the corpus. ``unseen`` names the dataset the training never sees (eval only, its
+    documents not even negatives): ``"locomo"`` (the default: LoCoMo joins the ``given`` framing) or
+    ``"musique"``. With ``"musique"``, LoCoMo is trained on too, split by conversation: a held-out
+    question searches a conversation no training question came from (and ``limit`` counts
+    conversations). ``None`` leaves LoCoMo out and evaluates no unseen dataset.
     """
+    if unseen not in UNSEEN_CHOICES:
+        raise DataError(f"unseen must be one of {UNSEEN_CHOICES}, got {unseen!r}")
     hotpot = [
         load_hotpotqa_pool(hotpotqa_files(data_dir), f, sentence_turns=sentence_turns) for f in (FIRST_HOP, MULTI_HOP)
     ]
@@ -142,14 +149,16 @@ def shipped_suite(
     musique = [load_dataset(musique_path, f, sentence_turns=sentence_turns) for f in (FIRST_HOP, MULTI_HOP)]
     doc2dial = load_dataset(data_dir / "doc2dial" / "doc2dial_rc_val.csv.zip", GIVEN)
     named: list[tuple[str, Sequence[Dataset]]] = [("hotpotqa", hotpot), ("musique", musique), ("doc2dial", [doc2dial])]
-    eval_only: tuple[str, ...] = ()
     train_only: tuple[str, ...] = ()
     if nq_open:
         named.append(("nq_open", [load_dataset(data_dir / "nq_open" / "nq-open-oracle.jsonl.gz", GIVEN)]))
         train_only = ("nq_open",)
-    if unseen:
-        named.append(("locomo", [load_dataset(data_dir / "locomo" / "locomo10.zip", GIVEN)]))
-        eval_only = ("locomo",)
+    if unseen is not None:
+        locomo = load_dataset(data_dir / "locomo" / "locomo10.zip", GIVEN)
+        if unseen != "locomo":  # trained on: its questions split by conversation, not one by one
+            locomo.examples[:] = [replace(ex, group_id=f"locomo:{ex.scope}") for ex in locomo.examples]
+        named.append(("locomo", [locomo]))
+    eval_only = (unseen,) if unseen is not None else ()
     return _assemble(
         named,
         eval_only=eval_only,
