@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from training.bench.recipe import Recipe
+from training.bench.suite import UNSEEN_CHOICES
 
 if TYPE_CHECKING:
     from training.bench.suite import BenchSuite
@@ -26,7 +27,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("data")
     src.add_argument("--preset", choices=["shipped"],
                      help="the shipped data: HotpotQA + MuSiQue + Doc2Dial (+ NQ-open, train only; LoCoMo, eval only)")
-    src.add_argument("--unseen", choices=["locomo", "musique", "none"], default="locomo",
+    src.add_argument("--unseen", choices=[c or "none" for c in UNSEEN_CHOICES], default="locomo",
                      help="with --preset shipped: the dataset the training never sees (default locomo; with "
                           "musique, LoCoMo is trained on, split by conversation; none leaves LoCoMo out)")
     src.add_argument("--train", nargs="+", type=Path, default=[], metavar="FILE", help="training files, any format")
