@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from prime_retriever.errors import DataError
-from training.data import Dataset, load_dataset, load_doc2dial, load_msmarco_dir, load_musique
+from training.data import Dataset, load_dataset, load_doc2dial, load_msmarco_dir, load_musique, split_examples
 from training.data.doc2dial import cut_passages, iter_rows
 from training.data.download import download, download_hotpotqa
 
@@ -92,6 +92,10 @@ def test_locomo(prime_data_dir: Path) -> None:
     # each question searches its own conversation: questions and turns carry the conversation as scope
     assert all(e.scope == e.id.split(":")[1] for e in ds.examples)
     assert all(d.scope == i.split(":")[0] for i, d in ds.corpus.items())
+    # a conversation is one group: a split by group (train/eval, validation) keeps its questions together
+    assert {e.group_id for e in ds.examples} == {f"locomo:{e.scope}" for e in ds.examples}
+    train, held = split_examples(ds.examples, 0.3, "locomo-test")
+    assert train and held and not {e.scope for e in train} & {e.scope for e in held}
     assert len(ds.examples) > 1900 and sum(ds.skipped.values()) < 10
     with pytest.raises(DataError, match="only the 'given' framing"):
         load_dataset(prime_data_dir / "locomo" / "locomo10.zip", "first_hop")

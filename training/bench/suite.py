@@ -136,9 +136,10 @@ def shipped_suite(
     With ``nq_open``, every NQ-open question is a training example (train only: none is evaluated) and
     its passages join the corpus. ``unseen`` names the dataset the training never sees (eval only, its
     documents not even negatives): ``"locomo"`` (the default: LoCoMo joins the ``given`` framing) or
-    ``"musique"``. With ``"musique"``, LoCoMo is trained on too, split by conversation: a held-out
-    question searches a conversation no training question came from (and ``limit`` counts
-    conversations). ``None`` leaves LoCoMo out and evaluates no unseen dataset.
+    ``"musique"``. With ``"musique"``, LoCoMo is trained on too, split by conversation (the loader's
+    groups): a held-out question searches a conversation no training question came from (and
+    ``limit`` counts conversations). Where LoCoMo is eval only, ``limit`` counts its questions.
+    ``None`` leaves LoCoMo out and evaluates no unseen dataset.
     """
     if unseen not in UNSEEN_CHOICES:
         raise DataError(f"unseen must be one of {UNSEEN_CHOICES}, got {unseen!r}")
@@ -155,8 +156,8 @@ def shipped_suite(
         train_only = ("nq_open",)
     if unseen is not None:
         locomo = load_dataset(data_dir / "locomo" / "locomo10.zip", GIVEN)
-        if unseen != "locomo":  # trained on: its questions split by conversation, not one by one
-            locomo.examples[:] = [replace(ex, group_id=f"locomo:{ex.scope}") for ex in locomo.examples]
+        if unseen == "locomo":  # eval only: no split to keep conversations whole, so --limit counts questions
+            locomo.examples[:] = [replace(ex, group_id=ex.id) for ex in locomo.examples]
         named.append(("locomo", [locomo]))
     eval_only = (unseen,) if unseen is not None else ()
     return _assemble(

@@ -9,7 +9,9 @@ positives = the evidence turns. Evidence ids are repaired where the file mangles
 dropped, and a question left without evidence is skipped (counted). A question searches its own
 conversation only: every turn and every question carries ``scope = <conv>`` (a conversation is one
 user's memory), and the benchmark restricts the search with :func:`~prime_retriever.scope_filter`.
-Example ids are ``locomo:<conv>:q<k>``; group_id = the example id.
+Example ids are ``locomo:<conv>:q<k>``; group_id = ``locomo:<conv>``: the questions of one
+conversation search the same memory, so a split by group (train/eval, the trainer's validation)
+keeps a conversation on one side.
 """
 
 from __future__ import annotations
@@ -86,6 +88,6 @@ def load_locomo(path: str | Path, framing: str = GIVEN) -> Dataset:
                     continue
                 q = clean_text(qa["question"])
                 ex_id = f"locomo:{conv}:q{k}"
-                examples.append(Example(id=ex_id, context=(q,), query=q, positive_ids=positives,
-                                        framing=GIVEN, source=f"locomo/{p.name}", group_id=ex_id, scope=conv))
+                examples.append(Example(id=ex_id, context=(q,), query=q, positive_ids=positives, framing=GIVEN,
+                                        source=f"locomo/{p.name}", group_id=f"locomo:{conv}", scope=conv))
     return Dataset(name=f"locomo/{p.name}", examples=examples, corpus=corpus, skipped=skipped)
