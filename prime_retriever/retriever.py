@@ -602,7 +602,12 @@ class PredictiveRetriever:
             raise PredictorError(f"k must be an integer >= 1; got {k!r}")
         if session_id is not None and (not isinstance(session_id, str) or not session_id):
             raise PredictorError(f"session_id must be a non-empty str or None; got {session_id!r}")
-        if isinstance(exclude_ids, str) or not all(isinstance(x, str) for x in exclude_ids):
+        if flt is not None and not isinstance(flt, models.Filter):
+            raise PredictorError(f"filter must be a qdrant_client.models.Filter or None; got {type(flt).__name__}")
+        if isinstance(exclude_ids, str | bytes) or not isinstance(exclude_ids, Iterable):
+            raise PredictorError(f"exclude_ids must be a sequence of str doc ids; got {type(exclude_ids).__name__}")
+        excluded = tuple(exclude_ids)  # once: an iterator must not be used up by the check below
+        if not all(isinstance(x, str) for x in excluded):
             raise PredictorError("exclude_ids must be a sequence of str doc ids")
         ctx_texts, ctx_vecs = self._context(context)
         if query is None:  # PREPARE: the last turn stands in for the query
@@ -610,7 +615,7 @@ class PredictiveRetriever:
             q_vec = ctx_vecs[-1] if ctx_vecs is not None else None
         else:
             q_text, q_vec = self._query(query)
-        return _Request(kind, ctx_texts, ctx_vecs, q_text, q_vec, int(k), flt, tuple(exclude_ids), session_id)
+        return _Request(kind, ctx_texts, ctx_vecs, q_text, q_vec, int(k), flt, excluded, session_id)
 
     # ------------------------------------------------------------------ public API
 
@@ -689,7 +694,7 @@ class PredictiveRetriever:
         t0 = time.perf_counter()
         out = await self._batcher.submit(req)
         if out.source == "predicted":
-            self.cache.put(session_id, out.vector, out.docs, req.k, filter, exclude_ids)
+            self.cache.put(session_id, out.vector, out.docs, req.k, filter, req.exclude_ids)
         return SearchResult(_hits(out.docs, out.source), confidence=out.confidence, source=out.source,
                             latency_s=time.perf_counter() - t0)
 
@@ -703,7 +708,13 @@ class PredictiveRetriever:
         before, e.g. by :meth:`warmup`). Invalid input raises here; failures of the scheduled
         prepare are logged, never raised (its result is then ``None``).
         """
-        self._request("prepare", context, kwargs.get("query"), kwargs.get("k") or self.prepare_k,
+        unknown = sorted(set(kwargs) - {"query", "k", "filter", "exclude_ids"})
+        if unknown:
+            raise TypeError(f"on_prepare() got unexpected keyword argument(s) {unknown}")
+        if not isinstance(session_id, str) or not session_id:
+            raise PredictorError(f"session_id must be a non-empty str; got {session_id!r}")
+        k = kwargs.get("k")
+        self._request("prepare", context, kwargs.get("query"), self.prepare_k if k is None else k,
                       kwargs.get("filter"), kwargs.get("exclude_ids", ()), session_id)
         coro = self._prepare_quietly(session_id, context, kwargs)
         try:
@@ -878,6 +889,41 @@ class PredictiveRetriever:
             allowed = {d.doc_id for d in docs}
             cands[j] = [c for c in cands[j] if c in allowed]
 
+    async def _search_rows(
+        self, mat: FloatArray, k: int, filters: list[Any], excl: list[list[str]]
+    ) -> list[list[ScoredDoc] | BaseException]:
+        """One ``search_batch`` for the rows of ``mat`` (S × O); per row, its hits or its error.
+
+        A store that stays down fails every row. A permanent refusal (a :class:`StoreError`, e.g.
+        one request's filter the backend cannot run) is retried row by row, so it reaches only the
+        caller whose request caused it.
+        """
+        async def batch(rows: slice) -> list[list[ScoredDoc]]:
+            found = await call_store(
+                self.store.name, "search_batch",
+                lambda: self.store.search_batch(mat[rows], k, filters=filters[rows], exclude_ids=excl[rows]),
+                self.retry,
+            )
+            n = len(range(*rows.indices(len(mat))))
+            if len(found) != n:
+                raise RetrieverError(f"store {self.store.name!r}: search_batch returned {len(found)} lists for {n}")
+            return [list(docs) for docs in found]
+
+        try:
+            return list(await batch(slice(None)))
+        except StoreError as exc:
+            if len(mat) == 1:
+                return [exc]
+        except Exception as exc:
+            return [exc] * len(mat)
+        out: list[list[ScoredDoc] | BaseException] = []
+        for r in range(len(mat)):
+            try:
+                out.append((await batch(slice(r, r + 1)))[0])
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     async def _process_batch(self, reqs: Sequence[_Request]) -> list[_Outcome | BaseException]:
         results: list[_Outcome | BaseException | None] = [None] * len(reqs)
         # 1. encode every text of the batch at once
@@ -899,10 +945,18 @@ class PredictiveRetriever:
         if live and self.expansion is not None:
             try:
                 ctxs = await self._expand(reqs, live, ctxs, queries)
-            except Exception as exc:
+            except StoreError as exc:  # permanent: maybe one request's filter; find whose, alone
+                if len(live) == 1:
+                    results[live[0]] = exc
+                for i in live if len(live) > 1 else []:
+                    try:
+                        ctxs = await self._expand(reqs, [i], ctxs, queries)
+                    except Exception as one:
+                        results[i] = one
+            except Exception as exc:  # the store is down: every caller of the batch gets it
                 for i in live:
                     results[i] = exc
-                live = []
+            live = [i for i in live if results[i] is None]
         if not live:
             return [r for r in results if r is not None]
         # 2. one predictor forward
@@ -945,22 +999,12 @@ class PredictiveRetriever:
             mat = np.stack([vectors[i][0] for i in to_search])  # S × O
             filters = [reqs[i].filter for i in to_search]
             excl = [list(reqs[i].exclude_ids) for i in to_search]
-            try:
-                found = await call_store(
-                    self.store.name, "search_batch",
-                    lambda: self.store.search_batch(mat, k_max, filters=filters, exclude_ids=excl), self.retry,
-                )
-                if len(found) != len(to_search):
-                    raise RetrieverError(
-                        f"store {self.store.name!r}: search_batch returned {len(found)} lists for {len(to_search)}"
-                    )
-            except Exception as exc:
-                for i in to_search:
-                    results[i] = exc
-            else:
-                for i, docs in zip(to_search, found, strict=True):
+            for i, docs_or_exc in zip(to_search, await self._search_rows(mat, k_max, filters, excl), strict=True):
+                if isinstance(docs_or_exc, BaseException):
+                    results[i] = docs_or_exc
+                else:
                     vec, cf, src = vectors[i]
-                    results[i] = _Outcome(list(docs)[: reqs[i].k], src, cf, vec)
+                    results[i] = _Outcome(docs_or_exc[: reqs[i].k], src, cf, vec)
         out: list[_Outcome | BaseException] = []
         for res in results:
             assert res is not None

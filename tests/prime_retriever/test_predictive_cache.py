@@ -234,3 +234,11 @@ async def test_on_prepare_hook_from_loop_and_from_another_thread(cache_root: Pat
         assert "thread" in r.cache
         with pytest.raises(ValueError, match="empty context"):
             r.on_prepare("bad", [])
+        # invalid arguments raise here, not later in the scheduled (quiet) prepare
+        with pytest.raises(ValueError, match="session_id"):
+            r.on_prepare(None, ["a"])  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="k must be"):
+            r.on_prepare("bad", ["a"], k=0)
+        with pytest.raises(TypeError, match="'kk'"):
+            r.on_prepare("bad", ["a"], kk=3)
+        assert "bad" not in r.cache

@@ -18,15 +18,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from qdrant_client import models
 
+from prime_retriever.edge_store import EdgeStore
 from prime_retriever.errors import PredictorError, RetrieverError, StoreError
 from prime_retriever.inference import EagerPredictor
+from prime_retriever.link_graph import LinkExpansion, LinkGraph
 from prime_retriever.qdrant_store import QdrantStore
-from prime_retriever.retriever import PredictiveRetriever, RetryPolicy
-from prime_retriever.store import ScoredDoc, StoreUnavailableError
+from prime_retriever.retriever import PredictiveRetriever, RetryPolicy, SearchResult
+from prime_retriever.store import ScoredDoc, StoreUnavailableError, point_id
 from tests.prime_retriever.test_retriever import (
     assert_same_hits,
     embedding_cache_dir,
+    encode_cached,
     hotpot_sample,
     populated_store,
     shared_encoder,
@@ -211,6 +215,39 @@ async def test_a_store_failure_reaches_every_caller_of_the_batch_and_nobody_else
         assert all(len(x) == 3 and x.source == "predicted" for x in again)
 
 
+async def test_a_request_the_store_refuses_fails_alone_in_its_batch(tmp_path: Path, cache_root: Path) -> None:
+    """Qdrant Edge cannot run a ``min_should`` filter (a permanent StoreError): the caller who sent
+    one gets that error, and the others batched with it still get their own hits."""
+    sample = hotpot_sample()
+    qs = sample.questions[:4]
+    vectors = encode_cached(cache_root, [d.encoding_text for d in sample.docs])  # N × D
+    refused = models.Filter(min_should=models.MinShould(
+        conditions=[models.HasIdCondition(has_id=[point_id(sample.docs[0].id)])], min_count=1))
+    async with EdgeStore(tmp_path / "shard") as store:
+        await store.ensure_collection(shared_encoder().dim, shared_encoder().name)
+        await store.upsert([d.id for d in sample.docs], vectors, [d.payload() for d in sample.docs])
+        async with PredictiveRetriever(small_predictor(), shared_encoder(), store, micro_batching=False,
+                                       owns_store=False) as ref:
+            expected = [await ref.search([q], q, k=4) for q in qs]
+        for expansion in (None, LinkExpansion(LinkGraph.build(sample.docs), seeds=1, max_candidates=3)):
+            r = PredictiveRetriever(small_predictor(), shared_encoder(), store, retry=FAST_RETRY, owns_store=False,
+                                    max_batch_size=4, batch_wait_s=1.0, expansion=expansion)
+            got = await asyncio.gather(
+                *(r.search([q], q, k=4, filter=refused if i == 2 else None) for i, q in enumerate(qs)),
+                return_exceptions=True,
+            )
+            assert r.batch_stats.batches == 1, got
+            assert isinstance(got[2], StoreError) and "min_should" in str(got[2])
+            for i in (0, 1, 3):
+                res = got[i]
+                assert isinstance(res, SearchResult), res
+                if expansion is None:
+                    assert_same_hits(res, expected[i])
+                else:
+                    assert len(res) == 4 and res.source == "predicted"
+            await r.close()
+
+
 # ---------------------------------------------------------------------------------------- predictor faults
 
 
@@ -321,4 +358,18 @@ async def test_invalid_session_and_exclude_ids(cache_root: Path) -> None:
             await r.search(["a"], "a", exclude_ids="doc")  # a bare str is not a list of ids
         with pytest.raises(PredictorError, match="session_id"):
             await r.prepare("", ["a"])
+        with pytest.raises(PredictorError, match="exclude_ids"):
+            await r.search(["a"], "a", exclude_ids=None)  # type: ignore[arg-type]
+        with pytest.raises(PredictorError, match=r"filter must be a qdrant_client\.models\.Filter"):
+            await r.search(["a"], "a", filter={"must": []})
     assert store.calls == ["close"]
+
+
+async def test_exclude_ids_may_be_any_iterable(cache_root: Path) -> None:
+    q = hotpot_sample().questions[0]
+    r, _ = await _retriever(cache_root)
+    async with r:
+        top = (await r.search([q], q, k=1))[0].doc_id
+        for excl in ([top], (x for x in [top]), {top}):
+            hits = await r.search([q], q, k=5, exclude_ids=excl)
+            assert top not in [h.doc_id for h in hits] and len(hits) == 5
