@@ -469,7 +469,7 @@ def create_optimized_predictor(
         from prime_retriever.onnx import OnnxPredictor, export_onnx
 
         out_dir = Path(onnx_dir) if onnx_dir is not None else Path(tempfile.mkdtemp(prefix="prime_onnx_"))
-        path = export_onnx(copy.deepcopy(model).float().cpu().eval(), out_dir / "predictor.onnx")
+        path = export_onnx(model, out_dir / "predictor.onnx")  # exports a copy
         onnx_predictor = OnnxPredictor(
             path, model.config, int8=precision != "fp32", optimize=True, intra_op_threads=num_threads
         )

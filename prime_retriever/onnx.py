@@ -16,6 +16,7 @@ CLI: ``prime-retriever export-onnx CKPT OUT [--int8]``.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import tempfile
 import warnings
@@ -75,7 +76,7 @@ def export_onnx(
     batch_size: int = 2,
     num_turns: int | None = None,
 ) -> Path:
-    """Export ``model`` (fp32, CPU, eval) to ``path``; return the path.
+    """Export a copy of ``model`` (fp32, CPU, eval) to ``path``; return the path. ``model`` is left as it was.
 
     The sample input has ``batch_size`` rows and ``num_turns`` turns (default: max_context_length),
     but both axes are dynamic in the graph. The mask input is always present (pass all True for
@@ -86,7 +87,7 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     N = num_turns or cfg.max_context_length
-    src = model.to("cpu", torch.float32).eval()
+    src = copy.deepcopy(model).to("cpu", torch.float32).eval()  # not in place: the caller's device/dtype/mode stay
     wrapper = _ExportWrapper(src).eval()
     g = torch.Generator().manual_seed(0)
     sample = (

@@ -282,11 +282,21 @@ def make_backend(model: EmbeddingPredictor, backend: str = "eager", *, onnx_path
         import importlib
 
         onnx: Any = importlib.import_module("prime_retriever.onnx")
-        if onnx_path is None:  # export the model next to nothing: a private temporary folder
-            import tempfile
+        if onnx_path is not None:
+            return onnx.OnnxPredictor(Path(onnx_path), model.config)  # type: ignore[no-any-return]
+        import shutil
+        import tempfile
+        import weakref
 
-            onnx_path = onnx.export_onnx(model, Path(tempfile.mkdtemp(prefix="prime-onnx-")) / "predictor.onnx")
-        return onnx.OnnxPredictor(Path(onnx_path), model.config)  # type: ignore[no-any-return]
+        tmp = Path(tempfile.mkdtemp(prefix="prime-onnx-"))  # a private folder for the export
+        try:
+            built_onnx: PredictorBackend = onnx.OnnxPredictor(onnx.export_onnx(model, tmp / "predictor.onnx"),
+                                                              model.config)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        weakref.finalize(built_onnx, shutil.rmtree, tmp, True)  # the session holds the graph in memory
+        return built_onnx
     raise ValueError(f"unknown predictor backend {backend!r}; expected 'eager', 'fast', 'compiled' or 'onnx'")
 
 

@@ -170,3 +170,28 @@ def test_cli_export_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     c, q, m = random_inputs(2, 4)
     p = OnnxPredictor(out.with_name("model.int8.onnx"), model.config, int8=True)
     assert cosine_min(p.predict(c, q, m)[0], EagerPredictor(model).predict(c, q, m)[0]) > 0.99
+
+
+def test_export_leaves_the_callers_model_as_it_was(tmp_path: Path) -> None:
+    """The export traces a CPU fp32 eval copy: a model in training mode (or fp16, or on a GPU) stays so."""
+    m = tiny_model().train().to(torch.float64)
+    export_onnx(m, tmp_path / "p.onnx")
+    assert m.training
+    assert {p.dtype for p in m.parameters()} == {torch.float64}
+
+
+def test_make_backend_onnx_removes_its_temporary_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+    import tempfile
+
+    from prime_retriever.retriever import make_backend
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # mkdtemp() creates its folder here
+    m = tiny_model()
+    backend = make_backend(m, "onnx")
+    (folder,) = list(tmp_path.iterdir())
+    c, q, mask = random_inputs(2, 4)
+    np.testing.assert_allclose(backend.predict(c, q, mask)[0], EagerPredictor(m).predict(c, q, mask)[0], atol=1e-4)
+    del backend
+    gc.collect()
+    assert not folder.exists()
