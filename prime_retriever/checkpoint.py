@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 from prime_retriever.config import PredictorConfig
 from prime_retriever.errors import CheckpointError
@@ -71,7 +72,7 @@ class CheckpointMeta(BaseModel):
     package_version: str
     created_at: str
     config: PredictorConfig
-    weights_file: str = WEIGHTS_FILE
+    weights_file: str = Field(default=WEIGHTS_FILE, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*\.safetensors$")  # in CKPT/
     weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     weights_bytes: int = Field(ge=0)
     dtype: str
@@ -121,8 +122,6 @@ def save_checkpoint(
     y_encoder_dir: str | None = None,
 ) -> CheckpointMeta:
     """Write ``model`` to the directory ``path`` (created if needed), weights stored in ``dtype``."""
-    from prime_retriever import __version__
-
     names = {v: k for k, v in _DTYPES.items()}
     if dtype not in names:
         raise CheckpointError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype}")
@@ -137,16 +136,30 @@ def save_checkpoint(
         k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
         for k, v in model.state_dict().items()
     }
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS_FILE}.")
+    fd, tmp_name = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS_FILE}.")
     os.close(fd)
+    tmp = Path(tmp_name)
     try:
         save_file(state, tmp, metadata={"format": FORMAT_NAME})
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        meta = _meta(model, tmp, names[dtype], encoder, provenance, needs_reindex, y_encoder_dir)
+        # the new weights and their meta replace the old ones back to back (both already on disk)
         os.replace(tmp, out / WEIGHTS_FILE)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    weights = out / WEIGHTS_FILE
-    meta = CheckpointMeta(
+    _atomic_write_bytes(out / META_FILE, meta.model_dump_json(indent=2).encode())
+    return meta
+
+
+def _meta(
+    model: EmbeddingPredictor, weights: Path, dtype: str, encoder: EncoderInfo | None,
+    provenance: Provenance | None, needs_reindex: bool, y_encoder_dir: str | None,
+) -> CheckpointMeta:
+    from prime_retriever import __version__
+
+    return CheckpointMeta(
         format=FORMAT_NAME,
         format_version=FORMAT_VERSION,
         package_version=__version__,
@@ -154,15 +167,13 @@ def save_checkpoint(
         config=model.config,
         weights_sha256=sha256_file(weights),
         weights_bytes=weights.stat().st_size,
-        dtype=names[dtype],
+        dtype=dtype,
         num_parameters=model.num_parameters(),
         encoder=encoder,
         provenance=provenance or Provenance(),
         needs_reindex=needs_reindex,
         y_encoder_dir=y_encoder_dir,
     )
-    _atomic_write_bytes(out / META_FILE, meta.model_dump_json(indent=2).encode())
-    return meta
 
 
 def read_meta(path: str | Path) -> CheckpointMeta:
@@ -174,9 +185,11 @@ def read_meta(path: str | Path) -> CheckpointMeta:
     if not meta_path.is_file():
         raise CheckpointError(f"checkpoint {root} has no {META_FILE}")
     try:
-        raw: Any = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{meta_path} is not valid JSON: {e}") from e
+        raw: Any = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{meta_path} is not valid JSON: {e!r}") from e
+    except OSError as e:
+        raise CheckpointError(f"{meta_path} cannot be read: {e}") from e
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{meta_path} is not a {FORMAT_NAME} file")
     if raw.get("format_version") != FORMAT_VERSION:
@@ -190,29 +203,40 @@ def read_meta(path: str | Path) -> CheckpointMeta:
         raise CheckpointError(f"{meta_path} is invalid: {e}") from e
 
 
-def verify_checkpoint(path: str | Path) -> CheckpointMeta:
-    """Check that the weights file exists and matches the sha256 recorded in ``meta.json``."""
+def _verified_weights(path: str | Path) -> tuple[CheckpointMeta, Path, bytes]:
+    """``meta.json``, the weights' path and their bytes, read once and checked against the recorded sha256."""
     meta = read_meta(path)
     weights = Path(path) / meta.weights_file
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {path} has no weights file {meta.weights_file}")
-    actual = sha256_file(weights)
+    try:
+        data = weights.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{weights} cannot be read: {e}") from e
+    actual = hashlib.sha256(data).hexdigest()
     if actual != meta.weights_sha256:
         raise CheckpointError(
             f"{weights}: sha256 mismatch (expected {meta.weights_sha256}, got {actual}); "
             "the weights are corrupted or were modified"
         )
-    return meta
+    return meta, weights, data
+
+
+def verify_checkpoint(path: str | Path) -> CheckpointMeta:
+    """Check that the weights file exists and matches the sha256 recorded in ``meta.json``."""
+    return _verified_weights(path)[0]
 
 
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> LoadedCheckpoint:
-    """Verify and load a checkpoint; the model is built from ``meta.json`` alone, in eval mode."""
-    meta = verify_checkpoint(path)
-    weights = Path(path) / meta.weights_file
+    """Verify and load a checkpoint; the model is built from ``meta.json`` alone, in eval mode.
+
+    The weights are read once: the bytes whose sha256 was checked are the bytes loaded.
+    """
+    meta, weights, data = _verified_weights(path)
     try:
-        state = load_file(weights, device="cpu")
+        state = load_safetensors(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights} cannot be read as safetensors: {e}") from e
     model = EmbeddingPredictor(meta.config)

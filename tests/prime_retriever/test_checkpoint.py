@@ -179,6 +179,25 @@ def test_corrupt_meta_json(ckpt: Path) -> None:
         load_checkpoint(ckpt)
 
 
+def test_deeply_nested_meta_json(ckpt: Path) -> None:
+    (ckpt / META_FILE).write_text("[" * 200_000)  # json's recursion limit, not a parse error
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize("where", ["../elsewhere.safetensors", "ABSOLUTE", "sub/model.safetensors", "model.pt"])
+def test_weights_file_outside_the_checkpoint_is_refused(ckpt: Path, where: str) -> None:
+    """meta.json may only name a weights file inside CKPT/: weights moved elsewhere (with their true
+    sha256) and pointed at by an edited meta.json are not loaded."""
+    outside = ckpt.parent / "elsewhere.safetensors"
+    outside.write_bytes((ckpt / WEIGHTS_FILE).read_bytes())
+    meta = json.loads((ckpt / META_FILE).read_text())
+    meta["weights_file"] = str(outside.resolve()) if where == "ABSOLUTE" else where
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="weights_file"):
+        load_checkpoint(ckpt)
+
+
 def test_config_shape_mismatch(ckpt: Path) -> None:
     meta = json.loads((ckpt / META_FILE).read_text())
     meta["config"]["hidden_dim"] = 128
