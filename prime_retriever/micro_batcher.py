@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -105,7 +106,14 @@ class MicroBatcher(Generic[Req, Res]):
             return
         task = asyncio.get_running_loop().create_task(self._run(batch), name="micro-batch")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(functools.partial(self._finished, batch))
+
+    def _finished(self, batch: list[tuple[Req, asyncio.Future[Res]]], task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():  # cancelled before _run began (close(cancel=True) right after a flush)
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(RuntimeError("MicroBatcher closed before the batch ran"))
 
     async def _run(self, batch: list[tuple[Req, asyncio.Future[Res]]]) -> None:
         self.stats.batches += 1

@@ -100,6 +100,27 @@ async def test_close_drains_and_refuses_new_requests() -> None:
         await mb.submit(1)
 
 
+@pytest.mark.parametrize("started", [False, True])
+async def test_close_with_cancel_answers_every_caller(started: bool) -> None:
+    """close(cancel=True) fails the callers of a batch whether its task had begun (stopped at the
+    gate) or not yet (cancelled right after the flush): nobody waits for ever."""
+    rec = Recorder()
+    rec.gate = asyncio.Event()
+    mb: MicroBatcher[int, int] = MicroBatcher(rec, max_batch_size=2, max_wait_s=10.0)
+    tasks = [asyncio.create_task(mb.submit(i)) for i in (1, 2)]
+    await asyncio.sleep(0)  # both submitted; the full batch is flushed into a task
+    if started:
+        while not rec.batches:
+            await asyncio.sleep(0)
+    await mb.close(cancel=True)
+    done, pending = await asyncio.wait(tasks, timeout=5.0)
+    assert not pending
+    for t in done:
+        with pytest.raises(RuntimeError, match="closed"):
+            t.result()
+    assert len(rec.batches) == int(started)
+
+
 async def test_invalid_configuration() -> None:
     rec = Recorder()
     with pytest.raises(ValueError):
