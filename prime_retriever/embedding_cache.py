@@ -114,14 +114,22 @@ class _EncoderShards:
             self._load(path)
 
     def _load(self, path: Path) -> None:
-        """Load one shard into :attr:`rows`, or warn and skip it if it is unreadable or invalid."""
+        """Load one shard into :attr:`rows`, or warn and skip it if it is unreadable or invalid.
+
+        A shard that could not be *opened* (an ``OSError`` such as too many open files) is not
+        marked seen: a later refresh tries it again, and :meth:`EmbeddingCache.compact` keeps it.
+        """
         try:
             with np.load(path, allow_pickle=False) as data:
                 keys = np.asarray(data["keys"])  # (n, 32) uint8
                 vectors = np.asarray(data["vectors"])  # (n, D) float32
         except FileNotFoundError:
             return  # removed by a concurrent compact(): its rows live in the merged shard
-        except Exception as exc:  # zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError...
+        except OSError as exc:  # the file may be fine: retry it later, never delete it
+            self.seen.discard(path.name)
+            warnings.warn(f"embedding cache: cannot read shard {path} now (will retry): {exc!r}", stacklevel=4)
+            return
+        except Exception as exc:  # zipfile.BadZipFile, ValueError, KeyError, EOFError: an invalid file
             warnings.warn(f"embedding cache: skipping unreadable shard {path}: {exc!r}", stacklevel=4)
             return
         problem = _valid_rows(vectors, self.dim)
@@ -333,7 +341,11 @@ class CachedEncoder:
                     f"expected ({len(unique)}, {dim})"
                 )
             fresh = fresh.astype(np.float32, copy=False)  # (m, D)
-            self.cache.store(name, dim, unique, fresh)
+            try:
+                self.cache.store(name, dim, unique, fresh)
+            except OSError as exc:  # a full or read-only disk: the vectors are still good, only not cached
+                warnings.warn(f"embedding cache: could not write {len(unique)} embeddings under "
+                              f"{self.cache.root}: {exc!r}", stacklevel=2)
             for j, text in enumerate(unique):
                 vectors[missing[text]] = fresh[j]
         return vectors

@@ -212,3 +212,41 @@ def test_compact_merges_shards(tmp_path: Path) -> None:
     vectors, found = EmbeddingCache(tmp_path).lookup("enc", 4, [f"text {i}" for i in range(4)])
     assert found.all()
     np.testing.assert_array_equal(vectors, eye)
+
+
+def test_compact_keeps_a_shard_it_could_not_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard that fails to open with an OSError (e.g. too many open files) may be fine: it is
+    retried by the next lookup and never deleted by compact()."""
+    writer = EmbeddingCache(tmp_path)
+    eye = np.eye(4, dtype=np.float32)
+    for i in range(2):
+        writer.store("enc", 4, [f"text {i}"], eye[i : i + 1])
+    real_load = np.load
+    (first, _) = sorted(writer.directory("enc", 4).glob("shard-*.npz"))
+
+    def flaky_load(file: object, *args: object, **kwargs: object) -> object:
+        if Path(str(file)) == first:
+            raise OSError(24, "Too many open files")
+        return real_load(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    cache = EmbeddingCache(tmp_path)
+    monkeypatch.setattr(np, "load", flaky_load)
+    with pytest.warns(UserWarning, match="will retry"):
+        merged = cache.compact("enc", 4)  # merges the shard it could read, keeps the other
+    monkeypatch.setattr(np, "load", real_load)
+    assert merged is not None
+    assert sorted(cache.directory("enc", 4).glob("shard-*.npz")) == sorted([first, merged])
+    vectors, found = EmbeddingCache(tmp_path).lookup("enc", 4, ["text 0", "text 1"])
+    assert found.all()
+    np.testing.assert_array_equal(vectors, eye[:2])
+
+
+def test_an_unwritable_cache_still_returns_the_vectors(encoder: HFTextEncoder, tmp_path: Path) -> None:
+    """The cache is an optimisation: when it cannot be written, encode warns and returns the vectors."""
+    root = tmp_path / "not-a-directory"
+    root.write_text("a file where the cache folder should be")
+    cached = CachedEncoder(encoder, EmbeddingCache(root))
+    with pytest.warns(UserWarning, match="could not write"):
+        out = cached.encode(TEXTS)
+    np.testing.assert_allclose(out, encoder.encode(TEXTS), atol=1e-5)
+    assert cached.encoded_texts == len(TEXTS)
