@@ -9,7 +9,9 @@
   recency positions, and padded rows only ever attend to themselves, so padding never changes a real
   row's output. A batch larger than ``max_batch_size`` runs in chunks.
 * **torch.compile** (``use_torch_compile``): ``fullgraph=True, dynamic=False, mode=config.compile_mode``,
-  compiled once per bucket and warmed up at creation time. On CUDA the default ``'reduce-overhead'``
+  compiled once per bucket and warmed up at creation time (``dynamic=True`` without static buffers,
+  where every shape arrives as it is). On by default on CUDA where Triton supports the GPU (compute
+  capability ≥ 7.0); elsewhere it warns and runs uncompiled. On CUDA the default ``'reduce-overhead'``
   mode captures CUDA graphs; the ``sdpa_kernel`` backends follow the device.
 * **precision**: fp16 on CUDA, bf16 on CPUs with native bf16 support (cosine to fp32 eager ≥ 0.999),
   or int8 dynamic quantisation of the Linear layers on CPU (``precision='int8'``).
@@ -71,6 +73,7 @@ __all__ = [
     "OptimizedPredictor",
     "Precision",
     "batch_buckets",
+    "compile_works_on",
     "cpu_supports_bf16",
     "create_optimized_predictor",
     "validate_arrays",
@@ -129,6 +132,18 @@ def _sdpa_backends(device: torch.device) -> list[SDPBackend]:
         # flash attention takes no arbitrary mask; memory-efficient does, the math kernel is the fallback
         return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     return [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]  # the CPU flash kernel accepts masks
+
+
+def compile_works_on(device: torch.device) -> bool:
+    """Whether torch.compile can generate code for ``device``: on CUDA it needs Triton installed and
+    a GPU of compute capability ≥ 7.0 (older GPUs raise ``GPUTooOldForTriton``)."""
+    if device.type != "cuda":
+        return True
+    try:
+        from torch.utils._triton import has_triton
+    except ImportError:  # a torch without the helper: assume the default toolchain
+        return True
+    return bool(has_triton())
 
 
 def _resolve_precision(precision: Precision, device: torch.device) -> Precision:
@@ -192,6 +207,13 @@ class OptimizedPredictor(ConfigDims):
         self.dtype: torch.dtype = _DTYPE[self.precision]
         self.use_static_cache = cfg.use_static_cache if use_static_cache is None else use_static_cache
         compile_default = cfg.use_torch_compile and self.device.type == "cuda"
+        if use_torch_compile is None and compile_default and not compile_works_on(self.device):
+            warnings.warn(
+                f"torch.compile cannot generate code for {self.device} (Triton missing, or compute capability "
+                "< 7.0): running uncompiled; pass use_torch_compile=True to force it",
+                stacklevel=2,
+            )
+            compile_default = False
         self.use_torch_compile = compile_default if use_torch_compile is None else use_torch_compile
         if self.precision == "int8":
             self.use_torch_compile = False  # quantized ops are not traced by dynamo's fullgraph mode
@@ -243,6 +265,11 @@ class OptimizedPredictor(ConfigDims):
             self._kv_keys = torch.zeros(shape, device=self.device, dtype=kv_dtype)
             self._kv_values = torch.zeros(shape, device=self.device, dtype=kv_dtype)
             self._kv_mask = torch.ones(self.max_batch_size, N, device=self.device, dtype=torch.bool)
+        if self.use_torch_compile:
+            # dynamo counts graphs per function across every instance in the process (it guards on
+            # the model): make room for this one's, a static-shape graph per bucket and function
+            limit = int(getattr(torch._dynamo.config, "recompile_limit", 8))
+            torch._dynamo.config.recompile_limit = limit + 2 * len(self.buckets) + 2
         if warmup:
             self.warmup()
 
@@ -250,10 +277,9 @@ class OptimizedPredictor(ConfigDims):
     def _compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         if not self.use_torch_compile:
             return fn
-        # one static-shape graph per bucket and function: keep them all
-        limit = getattr(torch._dynamo.config, "recompile_limit", 8)
-        torch._dynamo.config.recompile_limit = max(limit, 2 * len(self.buckets) + 2)
-        return torch.compile(fn, fullgraph=True, dynamic=False, mode=self.compile_mode)
+        # without static buffers every (batch, turns) shape arrives as it is: compile one graph with
+        # symbolic shapes, or each new shape would recompile until the limit stops predict() for good
+        return torch.compile(fn, fullgraph=True, dynamic=not self.use_static_cache, mode=self.compile_mode)
 
     def _full_fn(self, bucket: int) -> Callable[..., PredictorOutputs]:
         if bucket not in self._full:

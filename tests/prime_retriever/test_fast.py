@@ -13,6 +13,7 @@ from prime_retriever.errors import PredictorError
 from prime_retriever.fast import (
     OptimizedPredictor,
     batch_buckets,
+    compile_works_on,
     cpu_supports_bf16,
     create_optimized_predictor,
     validate_arrays,
@@ -274,6 +275,32 @@ def test_compiled_matches_eager() -> None:
         e, conf = p.predict(c, q, m)
         np.testing.assert_allclose(e, ref_e, atol=1e-5)
         np.testing.assert_allclose(conf, ref_c, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_without_static_shapes_serves_any_number_of_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without static buffers every (B, N) reaches the compiled function as it is: one graph with
+    symbolic shapes serves them all (a static-shape graph per shape would hit the recompile limit)."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    model = tiny_model()
+    p = OptimizedPredictor(model, device="cpu", precision="fp32", use_static_cache=False, use_torch_compile=True,
+                           compile_mode="default", buckets=[4], warmup=False)
+    shapes = [(b, n) for b in (2, 3, 4) for n in range(2, N_MAX + 1)]
+    assert len(shapes) > torch._dynamo.config.recompile_limit
+    for B, N in shapes:
+        c, q, m = inputs(B, N, seed=B * 10 + N)
+        np.testing.assert_allclose(p.predict(c, q, m)[0], EagerPredictor(model).predict(c, q, m)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("triton", [True, False])
+def test_compile_works_on_follows_triton_for_cuda(triton: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA the default compile needs Triton for the GPU (checked without a GPU: the helper's answer
+    is forced); CPU compilation does not use Triton."""
+    import torch.utils._triton as torch_triton
+
+    monkeypatch.setattr(torch_triton, "has_triton", lambda: triton)
+    assert compile_works_on(torch.device("cuda")) is triton
+    assert compile_works_on(torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------------------------- CUDA
