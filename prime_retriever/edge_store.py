@@ -197,6 +197,8 @@ class EdgeStore:
         return qe.Filter(must=must, must_not=must_not)
 
     def _request(self, q: npt.NDArray[np.float32], k: int, flt: qe.Filter) -> qe.QueryRequest:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
+            raise StoreError(f"{self.name}: k must be a positive integer, got {k!r}")
         return qe.QueryRequest(
             limit=k,
             query=qe.Query.Nearest(q.tolist()),

@@ -9,13 +9,16 @@ One class covers the three deployments the client supports:
   with ``shard_number``/``replication_factor`` for a distributed collection;
 * any client you already built: ``QdrantStore(client=my_async_client)`` (not closed by us).
 
-Transport failures (refused connection, timeout, 5xx/429 answers, gRPC errors) are raised as
-:class:`~prime_retriever.store.StoreUnavailableError` so callers can retry with a bound; this
-class never retries by itself.
+Transport failures (refused connection, timeout, 5xx/429 answers, rate limiting, gRPC statuses
+such as UNAVAILABLE or DEADLINE_EXCEEDED) are raised as
+:class:`~prime_retriever.store.StoreUnavailableError` so callers can retry with a bound; a request's
+own fault (HTTP 4xx, gRPC INVALID_ARGUMENT, NOT_FOUND, ...) is a permanent
+:class:`~prime_retriever.errors.StoreError`. This class never retries by itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import math
@@ -27,6 +30,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from prime_retriever.documents import SCOPE_KEY
@@ -50,8 +54,16 @@ _T = TypeVar("_T")
 
 #: HTTP statuses that mean "the backend is (temporarily) not able to serve": retryable.
 _UNAVAILABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: How often ensure_collection looks again for the metadata point of a collection being created.
+_METADATA_POLL_S = 0.1
 #: Up to this many exclude_ids are dropped from over-fetched results instead of filtered server-side.
 _MAX_POST_FILTERED_EXCLUSIONS = 32
+
+
+#: gRPC status codes that mean "not now" (retryable); every other code is the request's own fault.
+_UNAVAILABLE_GRPC_CODES = frozenset(
+    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL", "UNKNOWN", "CANCELLED"}
+)
 
 
 def _grpc_error_types() -> tuple[type[BaseException], ...]:
@@ -62,12 +74,12 @@ def _grpc_error_types() -> tuple[type[BaseException], ...]:
     return (grpc.RpcError,)
 
 
+_GRPC_ERRORS = _grpc_error_types()
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     ResponseHandlingException,
     httpx.TransportError,
     ConnectionError,
     TimeoutError,
-    *_grpc_error_types(),
 )
 
 
@@ -75,6 +87,19 @@ def _translate(exc: BaseException, store_name: str, what: str) -> StoreError:
     """Map a client exception to :class:`StoreUnavailableError` (transient) or :class:`StoreError`."""
     if isinstance(exc, StoreError):
         return exc
+    if isinstance(exc, ResourceExhaustedResponse):  # HTTP 429 / gRPC RESOURCE_EXHAUSTED with Retry-After
+        return StoreUnavailableError(
+            f"{store_name}: {what} rate-limited (retry after {exc.retry_after_s} s): {exc}"
+        )
+    if _GRPC_ERRORS and isinstance(exc, _GRPC_ERRORS):
+        code_fn = getattr(exc, "code", None)
+        code = getattr(code_fn(), "name", None) if callable(code_fn) else None
+        details_fn = getattr(exc, "details", None)
+        detail = details_fn() if callable(details_fn) else repr(exc)
+        msg = f"{store_name}: {what} failed with gRPC {code or 'error'}: {detail}"
+        if code is None or code in _UNAVAILABLE_GRPC_CODES:
+            return StoreUnavailableError(msg)
+        return StoreError(msg)
     if isinstance(exc, UnexpectedResponse):
         status = exc.status_code
         detail = exc.content.decode("utf-8", "replace")[:300] if exc.content else exc.reason_phrase
@@ -146,8 +171,14 @@ class QdrantStore:
             )
             self.name = f"qdrant-server({url})/{collection}"
         else:
-            self._client = AsyncQdrantClient(location=location, path=path)
+            try:
+                self._client = AsyncQdrantClient(location=location, path=path)
+            except RuntimeError as exc:  # the folder is locked by another client (local mode is single-process)
+                raise StoreError(f"qdrant-local({path}): {exc}") from exc
             self.name = f"qdrant-local({location if location is not None else path})/{collection}"
+        #: How long ensure_collection waits for the metadata point of a collection another process
+        #: has just created, before it calls the collection foreign.
+        self.metadata_wait_s = 5.0
         self._shard_number = shard_number
         self._replication_factor = replication_factor
         self._batch = upsert_batch_size
@@ -216,6 +247,9 @@ class QdrantStore:
     async def ensure_collection(self, dim: int, encoder_name: str) -> None:
         """Create the collection (cosine, ``dim``) with its metadata point, or verify an existing one.
 
+        An existing collection without a metadata point may be one another process is creating at
+        this moment: its metadata is awaited for up to :attr:`metadata_wait_s` seconds.
+
         Raises:
             StoreError: the existing collection records another encoder name or dimension, or
                 was not created by prime_retriever (no metadata point).
@@ -245,7 +279,14 @@ class QdrantStore:
                 if not await self._call("collection_exists", lambda: c.collection_exists(self.collection)):
                     raise
                 created = False
-            if created:
+            if created:  # the metadata first: another process waits for it (below), not for the indexes
+                marker = np.zeros(dim, dtype=np.float32)  # (D,) any non-zero vector; never searched
+                marker[0] = 1.0
+                meta_point = models.PointStruct(id=META_POINT_ID, vector=marker.tolist(), payload=want.to_payload())
+                await self._call(
+                    "upsert metadata",
+                    lambda: c.upsert(self.collection, points=[meta_point], wait=True),
+                )
                 if not self._local:  # local mode ignores payload indexes (and warns)
                     for key in (DOC_ID_KEY, SCOPE_KEY):
                         await self._call(
@@ -255,17 +296,18 @@ class QdrantStore:
                                 wait=True,
                             ),
                         )
-                marker = np.zeros(dim, dtype=np.float32)  # (D,) any non-zero vector; never searched
-                marker[0] = 1.0
-                meta_point = models.PointStruct(id=META_POINT_ID, vector=marker.tolist(), payload=want.to_payload())
-                await self._call(
-                    "upsert metadata",
-                    lambda: c.upsert(self.collection, points=[meta_point], wait=True),
-                )
         recs = await self._call(
             "retrieve metadata",
             lambda: c.retrieve(self.collection, ids=[META_POINT_ID], with_payload=True, with_vectors=False),
         )
+        waited = 0.0
+        while not recs and waited < self.metadata_wait_s:  # another process may be creating it right now
+            await asyncio.sleep(_METADATA_POLL_S)
+            waited += _METADATA_POLL_S
+            recs = await self._call(
+                "retrieve metadata",
+                lambda: c.retrieve(self.collection, ids=[META_POINT_ID], with_payload=True, with_vectors=False),
+            )
         if not recs:
             raise StoreError(
                 f"{self.name}: collection exists but has no prime_retriever metadata point, so the encoder "

@@ -25,7 +25,14 @@ from qdrant_client import AsyncQdrantClient, models
 from prime_retriever.edge_store import EdgeStore, to_edge_filter
 from prime_retriever.errors import StoreError
 from prime_retriever.qdrant_store import QdrantStore
-from prime_retriever.store import META_POINT_ID, ScoredDoc, StoreUnavailableError, VectorStore, point_id
+from prime_retriever.store import (
+    META_POINT_ID,
+    ScoredDoc,
+    StoreMeta,
+    StoreUnavailableError,
+    VectorStore,
+    point_id,
+)
 from training.data import data_dir
 
 DATA = data_dir() / "hotpotqa" / "ircot_dev500.jsonl"  # $PRIME_DATA_DIR or ../shared/data
@@ -266,6 +273,9 @@ async def test_bad_shapes_raise_store_error(store: VectorStore, corpus: Corpus) 
         await store.upsert(["a", "b"], corpus.vectors[:3], [{}, {}])
     with pytest.raises(StoreError, match="NaN"):
         await store.upsert(["a"], np.full((1, corpus.dim), np.nan, np.float32), [{}])
+    for k in (0, -1):
+        with pytest.raises(StoreError, match="k must be"):
+            await store.search(corpus.vectors[0], k)
 
 
 async def test_async_with_closes(corpus: Corpus, tmp_path: Path) -> None:
@@ -342,9 +352,41 @@ async def test_local_encoder_mismatch_raises(corpus: Corpus) -> None:
     await client.create_collection(
         "foreign", vectors_config=models.VectorParams(size=corpus.dim, distance=models.Distance.COSINE)
     )
+    foreign = QdrantStore("foreign", client=client)
+    foreign.metadata_wait_s = 0.3
     with pytest.raises(StoreError, match="metadata"):
-        await QdrantStore("foreign", client=client).ensure_collection(corpus.dim, corpus.encoder_name)
+        await foreign.ensure_collection(corpus.dim, corpus.encoder_name)
     await client.close()
+
+
+async def test_a_collection_another_process_is_creating_is_awaited(corpus: Corpus) -> None:
+    """Process A has created the collection but not yet written its metadata point: B waits for it
+    (a short while) instead of calling the collection foreign."""
+    client = AsyncQdrantClient(location=":memory:")
+    await client.create_collection(
+        "racing", vectors_config=models.VectorParams(size=corpus.dim, distance=models.Distance.COSINE)
+    )
+    b = QdrantStore("racing", client=client)
+    waiting = asyncio.create_task(b.ensure_collection(corpus.dim, corpus.encoder_name))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    marker = np.zeros(corpus.dim, np.float32)
+    marker[0] = 1.0
+    meta = StoreMeta(encoder_name=corpus.encoder_name, dim=corpus.dim).to_payload()
+    await client.upsert("racing", points=[models.PointStruct(id=META_POINT_ID, vector=marker.tolist(), payload=meta)])
+    await asyncio.wait_for(waiting, 5.0)  # A's metadata arrived: B accepts the collection
+    await b.upsert(corpus.ids[:2], corpus.vectors[:2], [{}, {}])
+    assert await b.count() == 2
+    await client.close()
+
+
+async def test_a_local_folder_held_by_another_client_raises_store_error(tmp_path: Path) -> None:
+    first = QdrantStore(path=str(tmp_path / "db"))
+    with pytest.raises(StoreError, match="already accessed"):
+        QdrantStore(path=str(tmp_path / "db"))
+    await first.close()
+    second = QdrantStore(path=str(tmp_path / "db"))  # released on close
+    await second.close()
 
 
 async def test_edge_encoder_mismatch_raises(corpus: Corpus, tmp_path: Path) -> None:
@@ -479,6 +521,29 @@ def silent_server() -> Iterator[int]:
     for c in conns:
         c.close()
     srv.close()
+
+
+def test_grpc_and_rate_limit_errors_are_classified_by_their_code() -> None:
+    """A gRPC status that means "not now" (UNAVAILABLE, RESOURCE_EXHAUSTED, ...) is retryable; one
+    that is the request's own fault (INVALID_ARGUMENT, NOT_FOUND, ...) is permanent; the client's
+    rate-limit answer (HTTP 429 / gRPC with Retry-After) is retryable."""
+    import grpc as grpc_mod
+    from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
+
+    from prime_retriever.qdrant_store import _translate
+
+    def rpc(code: grpc_mod.StatusCode) -> grpc_mod.aio.AioRpcError:
+        return grpc_mod.aio.AioRpcError(code, grpc_mod.aio.Metadata(), grpc_mod.aio.Metadata(), details="detail")
+
+    for code in (grpc_mod.StatusCode.UNAVAILABLE, grpc_mod.StatusCode.DEADLINE_EXCEEDED,
+                 grpc_mod.StatusCode.RESOURCE_EXHAUSTED):
+        assert isinstance(_translate(rpc(code), "s", "search"), StoreUnavailableError), code
+    for code in (grpc_mod.StatusCode.INVALID_ARGUMENT, grpc_mod.StatusCode.NOT_FOUND,
+                 grpc_mod.StatusCode.ALREADY_EXISTS, grpc_mod.StatusCode.PERMISSION_DENIED):
+        err = _translate(rpc(code), "s", "search")
+        assert type(err) is StoreError and code.name in str(err), code
+    limited = _translate(ResourceExhaustedResponse("slow down", 3), "s", "search")
+    assert isinstance(limited, StoreUnavailableError) and "retry after 3 s" in str(limited)
 
 
 @pytest.mark.parametrize("grpc", [False, True])
