@@ -21,6 +21,7 @@ Install with ``pip install 'prime-retriever[edge]'``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sys
@@ -163,6 +164,7 @@ class EdgeStore:
         self._dim: int | None = None
         self._meta: StoreMeta | None = None
         self._closed = False
+        self.optimize_pid: int | None = None  # the child process of the last optimize(), for monitoring
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -312,7 +314,8 @@ class EdgeStore:
         is therefore flushed and closed here, optimized by a child Python process that opens the
         same directory, and reopened afterwards: the event loop keeps running throughout. Pass
         ``in_subprocess=False`` to optimize in the worker thread (faster for tiny shards).
-        Returns ``True`` if any segment was optimized.
+        Returns ``True`` if any segment was optimized. Cancelling the call kills the child and
+        reopens the shard before the cancellation propagates, so no second writer is left behind.
         """
         shard, _ = self._require()
         if not in_subprocess:
@@ -339,7 +342,14 @@ class EdgeStore:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
-            out, err = await proc.communicate()
+            self.optimize_pid = proc.pid
+            try:
+                out, err = await proc.communicate()
+            except BaseException:  # cancelled (a timeout, Ctrl-C): the child must not outlive us on the shard
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
         finally:
             self._shard = await self._run("reopen after optimize", functools.partial(qe.EdgeShard.load, str(self.path)))
         if proc.returncode != 0:

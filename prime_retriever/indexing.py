@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -138,7 +139,9 @@ async def index_documents(
         retry: bounds on retries of each store call (default :class:`RetryPolicy`).
         progress: show a tqdm progress bar (on stderr).
         on_batch: called after each upserted batch with (batch number from 1, documents done).
-        optimize: call the store's ``optimize()`` at the end if it has one (Qdrant Edge's HNSW build).
+        optimize: call the store's ``optimize()`` at the end if it has one (Qdrant Edge's HNSW build),
+            also when nothing new was indexed (an interrupted run may have stopped before it); the
+            build gets no per-call timeout.
 
     Raises:
         StoreError: the collection was built with another encoder or dimension.
@@ -177,8 +180,9 @@ async def index_documents(
             if on_batch is not None:
                 on_batch(batches, done)
     opt = getattr(store, "optimize", None)
-    if optimize and done and callable(opt):
-        await call_store(store.name, "optimize", opt, policy)
+    if optimize and callable(opt):  # a resumed run too: the interrupted one may have stopped before it
+        # an index build takes as long as it takes: no per-call timeout, and a killed build is not retried
+        await call_store(store.name, "optimize", opt, dataclasses.replace(policy, timeout_s=None, attempts=1))
     count = await call_store(store.name, "count", store.count, policy)
     return IndexReport(
         store=store.name, encoder=name, dim=dim, total=len(docs), skipped_existing=len(docs) - len(todo),

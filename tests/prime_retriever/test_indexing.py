@@ -100,6 +100,20 @@ async def test_reindexing_overwrites_never_duplicates(encoder: CachedEncoder) ->
         assert await store.count() == 30
 
 
+async def test_a_resumed_run_with_nothing_left_still_builds_the_index(encoder: CachedEncoder, tmp_path: Path) -> None:
+    """A run interrupted after its last upsert never reached optimize(); the re-run indexes nothing
+    new but must still build Qdrant Edge's HNSW index."""
+    docs = hotpot_sample().docs[:40]
+    async with EdgeStore(tmp_path / "edge") as store:
+        await index_documents(store, docs, encoder=encoder, progress=False, optimize=False)
+        assert store.optimize_pid is None
+        report = await index_documents(store, docs, encoder=encoder, progress=False)
+        assert report.indexed == 0 and report.skipped_existing == 40
+        assert store.optimize_pid is not None  # optimize() ran (in its child process)
+        vec = encoder.encode([docs[3].encoding_text])[0]
+        assert (await store.search(vec, 1))[0].doc_id == docs[3].id
+
+
 async def test_refuses_to_mix_encoders(encoder: CachedEncoder) -> None:
     docs = hotpot_sample().docs[:10]
     async with QdrantStore("docs", location=":memory:") as store:

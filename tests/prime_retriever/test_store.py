@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -462,6 +463,31 @@ async def test_edge_blocking_calls_do_not_block_the_loop(tmp_path: Path) -> None
     # A call that stalled the loop would let the ticker run at most once.
     assert upsert_ticks >= 5
     assert optimize_ticks >= 5
+
+
+async def test_cancelled_edge_optimize_kills_its_child_and_reopens_the_shard(tmp_path: Path) -> None:
+    """A cancelled optimize() (a timeout, Ctrl-C) must not leave its child process writing the shard
+    while the store reopens it: the child is killed and reaped, and the store still serves."""
+    rng = np.random.default_rng(1)
+    n, d = 8_000, 64
+    vecs = rng.standard_normal((n, d)).astype(np.float32)  # (n, d)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    store = EdgeStore(tmp_path / "big", optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1))
+    await store.ensure_collection(d, "random")
+    await store.upsert([f"doc-{i}" for i in range(n)], vecs, [{}] * n)
+    task = asyncio.create_task(store.optimize())
+    while store.optimize_pid is None:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # the child is starting or building the index
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(ProcessLookupError):
+        os.kill(store.optimize_pid, 0)  # killed and reaped
+    assert await store.count() == n
+    assert [h.doc_id for h in await store.search(vecs[7], 1)] == ["doc-7"]
+    assert await store.optimize() in (True, False)  # a later optimize works on the reopened shard
+    await store.close()
 
 
 def test_edge_filter_translation() -> None:
