@@ -165,6 +165,8 @@ class EdgeStore:
         self._meta: StoreMeta | None = None
         self._closed = False
         self.optimize_pid: int | None = None  # the child process of the last optimize(), for monitoring
+        self._open_lock = asyncio.Lock()
+        self._orphan: qe.EdgeShard | None = None  # opened on the worker thread, not yet adopted
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -279,12 +281,26 @@ class EdgeStore:
         if dim <= 0:
             raise StoreError(f"{self.name}: dim must be positive, got {dim}")
         want = StoreMeta(encoder_name=encoder_name, dim=dim)
-        if self._shard is not None and self._meta is not None:
-            self._meta.check(want, self.name)  # already open: only verify
-            return
-        self._shard = await self._run("open/create shard", functools.partial(self._open_or_create, want))
-        self._dim = dim
-        self._meta = want
+        async with self._open_lock:  # concurrent callers: one opens, the others verify
+            if self._shard is not None and self._meta is not None:
+                self._meta.check(want, self.name)  # already open: only verify
+                return
+            shard = await self._run("open/create shard", functools.partial(self._open_adoptable, want))
+            self._orphan = None  # adopted
+            self._shard = shard
+            self._dim = dim
+            self._meta = want
+
+    def _open_adoptable(self, want: StoreMeta) -> qe.EdgeShard:
+        """:meth:`_open_or_create` on the worker thread, first closing a shard that an earlier, cancelled
+        open (e.g. a timed-out ``ensure_collection``) loaded after its caller had gone, so two handles
+        never hold the directory at once."""
+        if self._orphan is not None:
+            orphan, self._orphan = self._orphan, None
+            orphan.close()
+        shard = self._open_or_create(want)
+        self._orphan = shard  # until ensure_collection adopts it
+        return shard
 
     async def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Mapping[str, Any]]) -> None:
         """Insert or overwrite documents, one engine call per ``upsert_batch_size`` rows.
@@ -439,14 +455,17 @@ class EdgeStore:
         if self._closed:
             return
         shard, self._shard = self._shard, None
-        try:
+
+        def body() -> None:  # on the worker thread: after any open still running there
             if shard is not None:
+                shard.flush()
+                shard.close()
+            if self._orphan is not None:  # opened for a caller that was cancelled meanwhile
+                orphan, self._orphan = self._orphan, None
+                orphan.close()
 
-                def body() -> None:
-                    shard.flush()
-                    shard.close()
-
-                await self._run("close", body)
+        try:
+            await self._run("close", body)
         finally:
             self._closed = True
             self._executor.shutdown(wait=True)

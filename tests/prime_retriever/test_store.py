@@ -490,6 +490,30 @@ async def test_cancelled_edge_optimize_kills_its_child_and_reopens_the_shard(tmp
     await store.close()
 
 
+async def test_edge_open_cancelled_midway_leaves_no_second_handle(corpus: Corpus, tmp_path: Path) -> None:
+    """ensure_collection cancelled while the worker thread loads the shard (a timeout): the shard it
+    loaded anyway is closed by the next open, or by close(); concurrent opens share one shard."""
+    path = tmp_path / "s"
+    async with EdgeStore(path) as s:
+        await load(s, corpus)
+    for then in ("reopen", "close"):
+        store = EdgeStore(path)
+        task = asyncio.create_task(store.ensure_collection(corpus.dim, corpus.encoder_name))
+        await asyncio.sleep(0)  # the load is on the worker thread now
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        if then == "reopen":
+            await asyncio.gather(*(store.ensure_collection(corpus.dim, corpus.encoder_name) for _ in range(3)))
+            assert store._orphan is None
+            assert await store.count() == len(corpus.ids)
+        await store.close()
+        assert store._orphan is None
+    async with EdgeStore(path) as s:
+        await s.ensure_collection(corpus.dim, corpus.encoder_name)
+        assert await s.count() == len(corpus.ids)
+
+
 def test_edge_filter_translation() -> None:
     f = models.Filter(
         must=[models.FieldCondition(key="a", match=models.MatchValue(value="x"))],
