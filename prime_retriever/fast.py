@@ -11,8 +11,9 @@
 * **torch.compile** (``use_torch_compile``): ``fullgraph=True, dynamic=False, mode=config.compile_mode``,
   compiled once per bucket and warmed up at creation time (``dynamic=True`` without static buffers,
   where every shape arrives as it is). On by default on CUDA where Triton supports the GPU (compute
-  capability ≥ 7.0); on a GPU it does not support, it warns and runs uncompiled. On CUDA the default ``'reduce-overhead'``
-  mode captures CUDA graphs; the ``sdpa_kernel`` backends follow the device.
+  capability ≥ 7.0); on a GPU it does not support, it warns and runs uncompiled. On CUDA the
+  default ``'reduce-overhead'`` mode captures CUDA graphs; the ``sdpa_kernel`` backends follow the
+  device.
 * **precision**: fp16 on CUDA, bf16 on CPUs with native bf16 support (cosine to fp32 eager ≥ 0.999),
   or int8 dynamic quantisation of the Linear layers on CPU (``precision='int8'``).
 * **context K/V cache** (``attention_layout='prefix'``): :meth:`OptimizedPredictor.prepare` computes the
