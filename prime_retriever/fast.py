@@ -496,10 +496,15 @@ def create_optimized_predictor(
         from prime_retriever.onnx import OnnxPredictor, export_onnx
 
         out_dir = Path(onnx_dir) if onnx_dir is not None else Path(tempfile.mkdtemp(prefix="prime_onnx_"))
-        path = export_onnx(model, out_dir / "predictor.onnx")  # exports a copy
-        onnx_predictor = OnnxPredictor(
-            path, model.config, int8=precision != "fp32", optimize=True, intra_op_threads=num_threads
-        )
+        try:
+            path = export_onnx(model, out_dir / "predictor.onnx")  # exports a copy
+            onnx_predictor = OnnxPredictor(
+                path, model.config, int8=precision != "fp32", optimize=True, intra_op_threads=num_threads
+            )
+        except BaseException:
+            if onnx_dir is None:  # nothing in the private folder is worth keeping
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
         if onnx_dir is None:  # the session holds the graph in memory: the temporary files can go
             weakref.finalize(onnx_predictor, shutil.rmtree, out_dir, True)
         if warmup:

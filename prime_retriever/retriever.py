@@ -284,19 +284,13 @@ def make_backend(model: EmbeddingPredictor, backend: str = "eager", *, onnx_path
         onnx: Any = importlib.import_module("prime_retriever.onnx")
         if onnx_path is not None:
             return onnx.OnnxPredictor(Path(onnx_path), model.config)  # type: ignore[no-any-return]
-        import shutil
-        import tempfile
-        import weakref
+        from prime_retriever import fast
 
-        tmp = Path(tempfile.mkdtemp(prefix="prime-onnx-"))  # a private folder for the export
-        try:
-            built_onnx: PredictorBackend = onnx.OnnxPredictor(onnx.export_onnx(model, tmp / "predictor.onnx"),
-                                                              model.config)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        weakref.finalize(built_onnx, shutil.rmtree, tmp, True)  # the session holds the graph in memory
-        return built_onnx
+        # fp32 export into a private temporary folder, removed with the backend
+        exported: PredictorBackend = fast.create_optimized_predictor(
+            model, device="cpu", backend="onnx", precision="fp32", warmup=False
+        )
+        return exported
     raise ValueError(f"unknown predictor backend {backend!r}; expected 'eager', 'fast', 'compiled' or 'onnx'")
 
 
