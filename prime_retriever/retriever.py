@@ -690,17 +690,29 @@ class PredictiveRetriever:
         to ``prepare_k``; a later search asking for more hits than were prepared is not served
         from the cache. A prediction that fell back to the query embedding is not cached.
         """
-        if not isinstance(session_id, str) or not session_id:
-            raise PredictorError(f"session_id must be a non-empty str; got {session_id!r}")
-        kk = self.prepare_k if k is None else k
-        req = self._request("prepare", context, query, kk, filter, exclude_ids, session_id)
+        return await self._run_prepare(
+            self._prepare_request(session_id, context, query=query, k=k, filter=filter, exclude_ids=exclude_ids)
+        )
+
+    async def _run_prepare(self, req: _Request) -> SearchResult:
+        assert req.session_id is not None
         await self._ensure_ready()
         t0 = time.perf_counter()
         out = await self._batcher.submit(req)
         if out.source == "predicted":
-            self.cache.put(session_id, out.vector, out.docs, req.k, filter, req.exclude_ids)
+            self.cache.put(req.session_id, out.vector, out.docs, req.k, req.filter, req.exclude_ids)
         return SearchResult(_hits(out.docs, out.source), confidence=out.confidence, source=out.source,
                             latency_s=time.perf_counter() - t0)
+
+    def _prepare_request(
+        self, session_id: str, context: ContextInput, *, query: QueryInput | None = None, k: int | None = None,
+        filter: Any = None, exclude_ids: Sequence[str] = (),
+    ) -> _Request:
+        """The validated request of :meth:`prepare` (``k`` defaults to ``prepare_k``)."""
+        if not isinstance(session_id, str) or not session_id:
+            raise PredictorError(f"session_id must be a non-empty str; got {session_id!r}")
+        return self._request("prepare", context, query, self.prepare_k if k is None else k, filter, exclude_ids,
+                             session_id)
 
     def on_prepare(
         self, session_id: str, context: ContextInput, **kwargs: Any
@@ -712,15 +724,8 @@ class PredictiveRetriever:
         before, e.g. by :meth:`warmup`). Invalid input raises here; failures of the scheduled
         prepare are logged, never raised (its result is then ``None``).
         """
-        unknown = sorted(set(kwargs) - {"query", "k", "filter", "exclude_ids"})
-        if unknown:
-            raise TypeError(f"on_prepare() got unexpected keyword argument(s) {unknown}")
-        if not isinstance(session_id, str) or not session_id:
-            raise PredictorError(f"session_id must be a non-empty str; got {session_id!r}")
-        k = kwargs.get("k")
-        self._request("prepare", context, kwargs.get("query"), self.prepare_k if k is None else k,
-                      kwargs.get("filter"), kwargs.get("exclude_ids", ()), session_id)
-        coro = self._prepare_quietly(session_id, context, kwargs)
+        req = self._prepare_request(session_id, context, **kwargs)  # an unknown keyword is a TypeError here
+        coro = self._prepare_quietly(req)  # the validated request: its inputs are read once
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -736,12 +741,11 @@ class PredictiveRetriever:
             raise RetrieverError("on_prepare from another thread needs the retriever's loop: await warmup() first")
         return asyncio.run_coroutine_threadsafe(coro, loop)
 
-    async def _prepare_quietly(self, session_id: str, context: ContextInput, kwargs: dict[str, Any]
-                               ) -> SearchResult | None:
+    async def _prepare_quietly(self, req: _Request) -> SearchResult | None:
         try:
-            return await self.prepare(session_id, context, **kwargs)
+            return await self._run_prepare(req)
         except Exception as exc:
-            _log.warning("prepare(%r) failed: %r", session_id, exc)
+            _log.warning("prepare(%r) failed: %r", req.session_id, exc)
             return None
 
     async def index(self, corpus: Iterable[Document] | str | os.PathLike[str], **kwargs: Any) -> IndexReport:

@@ -242,3 +242,8 @@ async def test_on_prepare_hook_from_loop_and_from_another_thread(cache_root: Pat
         with pytest.raises(TypeError, match="'kk'"):
             r.on_prepare("bad", ["a"], kk=3)
         assert "bad" not in r.cache
+        # the scheduled prepare runs the request validated here: an iterator of ids is read once
+        q = sample.questions[2]
+        top = (await r.prepare("probe", [q]))[0].doc_id
+        got = await r.on_prepare("gen", [q], exclude_ids=(x for x in [top]))  # type: ignore[misc]
+        assert got is not None and len(got) > 0 and top not in [h.doc_id for h in got]
