@@ -91,7 +91,7 @@ def _translate(exc: BaseException, store_name: str, what: str) -> StoreError:
         return StoreUnavailableError(
             f"{store_name}: {what} rate-limited (retry after {exc.retry_after_s} s): {exc}"
         )
-    if _GRPC_ERRORS and isinstance(exc, _GRPC_ERRORS):
+    if isinstance(exc, _GRPC_ERRORS):
         code_fn = getattr(exc, "code", None)
         code = getattr(code_fn(), "name", None) if callable(code_fn) else None
         details_fn = getattr(exc, "details", None)
@@ -296,18 +296,16 @@ class QdrantStore:
                                 wait=True,
                             ),
                         )
-        recs = await self._call(
-            "retrieve metadata",
-            lambda: c.retrieve(self.collection, ids=[META_POINT_ID], with_payload=True, with_vectors=False),
-        )
         waited = 0.0
-        while not recs and waited < self.metadata_wait_s:  # another process may be creating it right now
-            await asyncio.sleep(_METADATA_POLL_S)
-            waited += _METADATA_POLL_S
+        while True:
             recs = await self._call(
                 "retrieve metadata",
                 lambda: c.retrieve(self.collection, ids=[META_POINT_ID], with_payload=True, with_vectors=False),
             )
+            if recs or waited >= self.metadata_wait_s:
+                break
+            await asyncio.sleep(_METADATA_POLL_S)  # another process may be creating it right now
+            waited += _METADATA_POLL_S
         if not recs:
             raise StoreError(
                 f"{self.name}: collection exists but has no prime_retriever metadata point, so the encoder "

@@ -912,13 +912,13 @@ class PredictiveRetriever:
                 lambda: self.store.search_batch(mat[rows], k, filters=filters[rows], exclude_ids=excl[rows]),
                 self.retry,
             )
-            n = len(range(*rows.indices(len(mat))))
+            n = len(mat[rows])
             if len(found) != n:
                 raise RetrieverError(f"store {self.store.name!r}: search_batch returned {len(found)} lists for {n}")
             return [list(docs) for docs in found]
 
         try:
-            return list(await batch(slice(None)))
+            return list(await batch(slice(None)))  # a new list: list is invariant in its element type
         except StoreError as exc:
             if len(mat) == 1:
                 return [exc]
@@ -956,11 +956,12 @@ class PredictiveRetriever:
             except StoreError as exc:  # permanent: maybe one request's filter; find whose, alone
                 if len(live) == 1:
                     results[live[0]] = exc
-                for i in live if len(live) > 1 else []:
-                    try:
-                        ctxs = await self._expand(reqs, [i], ctxs, queries)
-                    except Exception as one:
-                        results[i] = one
+                else:
+                    for i in live:
+                        try:
+                            ctxs = await self._expand(reqs, [i], ctxs, queries)
+                        except Exception as one:
+                            results[i] = one
             except Exception as exc:  # the store is down: every caller of the batch gets it
                 for i in live:
                     results[i] = exc
