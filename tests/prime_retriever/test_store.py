@@ -422,16 +422,21 @@ async def test_edge_persists_across_reopen(corpus: Corpus, tmp_path: Path) -> No
         assert_same_ranking(x, z)
 
 
+def random_unit_vectors(n: int, d: int, seed: int) -> npt.NDArray[np.float32]:
+    """``n`` random unit vectors of dimension ``d`` (n × d float32): a corpus large enough for a slow HNSW build."""
+    vecs = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)  # n × d
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    return vecs
+
+
 async def test_edge_blocking_calls_do_not_block_the_loop(tmp_path: Path) -> None:
     """A ticker task keeps ticking during a large upsert and an HNSW build.
 
     qdrant-edge-py 0.9.0 holds the GIL inside engine calls, so this checks the store's remedies:
     short update batches, and optimize() in a child process.
     """
-    rng = np.random.default_rng(0)
     n, d = 8_000, 64
-    vecs = rng.standard_normal((n, d)).astype(np.float32)  # (n, d)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs = random_unit_vectors(n, d, seed=0)  # (n, d)
     ids = [f"doc-{i}" for i in range(n)]
     store = EdgeStore(tmp_path / "big", optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1))
     await store.ensure_collection(d, "random")
@@ -468,10 +473,8 @@ async def test_edge_blocking_calls_do_not_block_the_loop(tmp_path: Path) -> None
 async def test_cancelled_edge_optimize_kills_its_child_and_reopens_the_shard(tmp_path: Path) -> None:
     """A cancelled optimize() (a timeout, Ctrl-C) must not leave its child process writing the shard
     while the store reopens it: the child is killed and reaped, and the store still serves."""
-    rng = np.random.default_rng(1)
     n, d = 8_000, 64
-    vecs = rng.standard_normal((n, d)).astype(np.float32)  # (n, d)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs = random_unit_vectors(n, d, seed=1)  # (n, d)
     store = EdgeStore(tmp_path / "big", optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1))
     await store.ensure_collection(d, "random")
     await store.upsert([f"doc-{i}" for i in range(n)], vecs, [{}] * n)
