@@ -156,7 +156,10 @@ def test_download_verifies(http_file: tuple[str, bytes], tmp_path: Path) -> None
 def test_download_file_url(tmp_path: Path) -> None:
     src = tmp_path / "src.json"
     src.write_bytes(b"[]")
-    assert download(src.as_uri(), tmp_path / "dst.json", sha256=hashlib.sha256(b"[]").hexdigest())
+    pin = hashlib.sha256(b"[]").hexdigest()
+    assert download(src.as_uri(), tmp_path / "dst.json", sha256=pin) == pin
+    src.unlink()  # a destination that matches its pin is not fetched again
+    assert download(src.as_uri(), tmp_path / "dst.json", sha256=pin) == pin
     with pytest.raises(DataError, match="download failed"):
         download((tmp_path / "missing").as_uri(), tmp_path / "x.json")
     with pytest.raises(DataError, match="no sha256 pin"):

@@ -18,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from prime_retriever.checkpoint import sha256_file
 from prime_retriever.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -37,15 +38,6 @@ HOTPOTQA_FILES: dict[str, RemoteFile] = {
     "hotpot_train_v1.1.json": RemoteFile(HOTPOTQA_BASE_URL + "hotpot_train_v1.1.json", None),
     "hotpot_dev_distractor_v1.json": RemoteFile(HOTPOTQA_BASE_URL + "hotpot_dev_distractor_v1.json", None),
 }
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download(url: str, dest: str | Path, *, sha256: str | None = None, require_pin: bool = False,
