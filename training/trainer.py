@@ -532,7 +532,7 @@ def run_cli(args: argparse.Namespace) -> int:
         named = {d for e in examples for d in (*e.positive_ids, *e.negative_ids, *e.exclude_ids)}
         corpus = {k: v for k, v in ds.corpus.items() if k in named}
     train_ex, val_ex = split_examples(examples, args.eval_fraction, salt=str(args.seed))
-    assert_disjoint(train_ex, val_ex, check_query_text=args.framing != "given")
+    assert_disjoint(train_ex, val_ex)
     encoder_inner = HFTextEncoder(args.encoder)
     encoder = CachedEncoder(encoder_inner, EmbeddingCache(args.cache_dir) if args.cache_dir else None)
     pred_cfg.setdefault("input_dim", encoder.dim)

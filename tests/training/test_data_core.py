@@ -23,11 +23,13 @@ from training.data import (
     collate,
     dedupe_examples,
     load_dataset,
+    merge_datasets,
     read_examples,
     read_generic,
     split_examples,
     write_generic,
 )
+from training.data.examples import question_key
 
 
 def _ex(i: str, query: str = "", group: str = "", context: tuple[str, ...] = ("c",)) -> Example:
@@ -82,6 +84,9 @@ def test_generic_scopes_round_trip(tmp_path: Path) -> None:
     ('{"id": "b", "context": ["c"], "query": "q", "positive_ids": []}', r"e.jsonl:2: 'positive_ids' is empty"),
     ('{"id": "a", "context": ["c"], "query": "q", "positive_ids": ["d1"]}', r"e.jsonl:2: duplicate example id"),
     ('[1, 2]', r"e.jsonl:2: expected a JSON object"),
+    ('{"id": "b", "context": [], "query": "q", "positive_ids": ["d1"]}', r"e.jsonl:2: 'context' is empty"),
+    ('{"id": "b", "context": ["c", " "], "query": "q", "positive_ids": ["d1"]}', r"e.jsonl:2: .*non-empty text"),
+    ('{"id": "b", "context": ["c"], "query": "", "positive_ids": ["d1"]}', r"e.jsonl:2: .*non-empty text"),
 ])
 def test_generic_malformed(tmp_path: Path, line: str, message: str) -> None:
     good = '{"id": "a", "context": ["c"], "query": "q", "positive_ids": ["d1"]}'
@@ -97,6 +102,46 @@ def test_generic_corpus_malformed(tmp_path: Path) -> None:
     (tmp_path / "c.jsonl").write_text('{"id": "d1"}\n')
     with pytest.raises(DataError, match=r"c.jsonl:1: 'text' must be a non-empty string"):
         read_generic(tmp_path / "e.jsonl", tmp_path / "c.jsonl")
+
+
+def test_example_refuses_a_bare_string_where_a_sequence_belongs() -> None:
+    with pytest.raises(DataError, match="context must be a sequence of strings"):
+        Example(id="a", context="Who wrote it?", query="q", positive_ids=("d",))  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="positive_ids must be a sequence of strings"):
+        Example(id="a", context=("c",), query="q", positive_ids="d1")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="every element of context must be a string"):
+        Example(id="a", context=["c", None], query="q", positive_ids=("d",))  # type: ignore[list-item]
+    with pytest.raises(DataError, match="query must be a string"):
+        Example(id="a", context=("c",), query=None, positive_ids=("d",))  # type: ignore[arg-type]
+    assert Example(id="a", context=["c"], query="q", positive_ids=["d"]).context == ("c",)  # lists become tuples
+
+
+def test_merge_keeps_both_texts_of_a_clashing_id() -> None:
+    a = Dataset("a", [Example(id="qa", context=("x",), query="x", positive_ids=("Kansas",))],
+                {"Kansas": Document("Kansas", "The state."), "Same": Document("Same", "s")})
+    b = Dataset("b", [Example(id="qb", context=("y",), query="y", positive_ids=("Kansas",), negative_ids=("Same",),
+                              exclude_ids=("Kansas",))],
+                {"Kansas": Document("Kansas", "The university."), "Same": Document("Same", "s")})
+    merged = merge_datasets("ab", [a, b])
+    assert sorted(merged.corpus) == ["Kansas", "Kansas@b", "Same"]  # an identical document is kept once
+    assert merged.corpus["Kansas@b"].text == "The university."
+    assert [e.positive_ids for e in merged.examples] == [("Kansas",), ("Kansas@b",)]
+    assert merged.examples[1].exclude_ids == ("Kansas@b",) and merged.examples[1].negative_ids == ("Same",)
+    merged.validate()
+
+
+def test_merge_scores_musique_against_its_own_paragraphs(prime_data_dir: Path, hotpot_pool_first_hop: Dataset) -> None:
+    # HotpotQA and MuSiQue both key paragraphs by bare title, with different texts for a few titles
+    musique = load_dataset(prime_data_dir / "musique" / "hipporag_train100.json", "first_hop")
+    merged = merge_datasets("both", [hotpot_pool_first_hop, musique])
+    renamed = [i for i in merged.corpus if "@" in i]
+    assert renamed and all(merged.corpus[i].title for i in renamed)
+    by_id = {e.id: e for e in merged.examples}
+    for ex in musique.examples:
+        got = [merged.corpus[i].text for i in by_id[ex.id].positive_ids]
+        assert got == [musique.corpus[i].text for i in ex.positive_ids]
+    for ex in hotpot_pool_first_hop.examples:
+        assert by_id[ex.id].positive_ids == ex.positive_ids
 
 
 # --- splits -------------------------------------------------------------------------------------------------
@@ -120,6 +165,38 @@ def test_split_links_duplicate_questions() -> None:
     train, held = split_examples(examples, 0.5, salt="x")
     assert held and train
     assert_disjoint(train, held)
+
+
+def test_split_key_survives_a_copy_of_a_question_under_a_smaller_id() -> None:
+    examples = [_ex(f"q{i:03d}", query=f"question {i}?", group=f"q{i:03d}") for i in range(200)]
+    train, held = split_examples(examples, 0.3, salt="s")
+    copies = [_ex(f"0copy{i:03d}", query=f"Question  {i}", group=f"0copy{i:03d}") for i in range(200)]
+    train2, held2 = split_examples([*examples, *copies], 0.3, salt="s")
+    assert {e.id for e in held} <= {e.id for e in held2} and {e.id for e in train} <= {e.id for e in train2}
+    assert_disjoint(train2, held2)
+
+
+def test_conversations_sharing_a_short_turn_are_not_linked() -> None:
+    # "yes" recurs across unrelated dialogues: neither the split, the leak guard nor dedupe may treat it as one question
+    dialogues = [Example(id=f"d{i}_{t}", context=(f"Can I renew licence {i} online?", *(["ok"] * t)), query="yes",
+                         positive_ids=("d1",), group_id=f"d{i}", source="f") for i in range(300) for t in range(2)]
+    train, held = split_examples(dialogues, 0.2, salt="s")
+    assert 0.1 < len(held) / len(dialogues) < 0.3
+    assert_disjoint(train, held)
+    assert dedupe_examples(dialogues) == dialogues
+    copy = Example(id="other", context=dialogues[0].context, query=" Yes!", positive_ids=("d1",), source="g")
+    assert dedupe_examples([*dialogues, copy]) == dialogues  # the same conversation from another file is a duplicate
+    with pytest.raises(DataError, match="shared query text"):
+        assert_disjoint([dialogues[0]], [copy])
+
+
+def test_question_key_of_a_query_repeated_as_its_context_is_the_query() -> None:
+    first_hop = Example(id="a", context=("Who wrote Hamlet?",), query="Who wrote Hamlet?", positive_ids=("d",),
+                        framing="first_hop")
+    nq_style = Example(id="b", context=("who wrote hamlet",), query="Who wrote Hamlet?", positive_ids=("d",))
+    assert question_key(first_hop) == question_key(nq_style) == "who wrote hamlet"
+    assert question_key(_ex("c", query="Who wrote Hamlet?", context=("Tell me about plays.",))) \
+        == "tell me about plays who wrote hamlet"
 
 
 def test_assert_disjoint_refuses_leaks() -> None:

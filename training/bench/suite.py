@@ -3,8 +3,8 @@
 Two ways to build a suite:
 
 * :func:`shipped_suite`: the shipped data (``$PRIME_DATA_DIR``): HotpotQA (all files pooled),
-  MuSiQue and Doc2Dial, each split by a hash of its question/dialogue ids into disjoint train and
-  eval sides. Eval framings: ``first_hop`` and ``multi_hop`` (HotpotQA + MuSiQue questions) and
+  MuSiQue and Doc2Dial, each split by a hash of its questions (a dialogue's, for Doc2Dial) into
+  disjoint train and eval sides. Eval framings: ``first_hop`` and ``multi_hop`` (HotpotQA + MuSiQue questions) and
   ``given`` (Doc2Dial dialogues, and LoCoMo's conversational-memory questions: a dataset the
   training never sees, evaluated only). NQ-open is extra supervision, trained on only: as an eval
   it is saturated (searching its own 2,588 passages, the query embedding's MRR is 0.95). With
@@ -13,9 +13,11 @@ Two ways to build a suite:
   generic JSONL examples are evaluated as given, in the framing ``given``.
 
 The corpus is the union of every paragraph or passage the train and eval files carry, deduplicated
-by id (the title for HotpotQA), plus extra generic corpus files. Every suite is checked with
-:func:`training.data.assert_disjoint`: no eval question is a train question, by id, group or
-normalised text.
+by id (the title for HotpotQA), plus extra generic corpus files. A different text under an id the
+corpus already holds (MuSiQue and HotpotQA both key paragraphs by title) is kept as its own
+document, ``id@source`` (:func:`training.data.examples.pool_documents`). Every suite is checked
+with :func:`training.data.assert_disjoint`: no eval question is a train question, by id, group or
+normalised text (a conversational example's whole conversation).
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ from training.data import (
     hotpotqa_files,
     load_dataset,
     load_hotpotqa_pool,
+    merge_datasets,
     read_corpus,
     split_examples,
 )
+from training.data.examples import pool_documents, rename_documents
 from training.data.splits import bucket
 
 MULTI_HOP_FORMATS = ("hotpotqa", "musique")
@@ -186,8 +190,13 @@ def _assemble(
     eval_dataset: dict[str, str] = {}
     unseen_docs: set[str] = set()
     for name, datasets in named:
-        examples = _limit_groups([ex for ds in datasets for ex in ds.examples], limit, name)
+        merged = merge_datasets(name, datasets)
+        examples = _limit_groups(merged.examples, limit, name)
+        part = merged.corpus if limit is None else _carried_corpus(examples, merged.corpus)
+        before = set(corpus)
+        examples = rename_documents(examples, pool_documents(corpus, part, name))
         if name in eval_only:
+            unseen_docs.update(set(corpus) - before)
             tr, ev = [], examples
         elif name in train_only:
             tr, ev = examples, []
@@ -201,15 +210,6 @@ def _assemble(
         for ex in ev:
             evals.setdefault(ex.framing, []).append(ex)
             eval_dataset[ex.id] = name
-        full: dict[str, Document] = {}
-        for ds in datasets:
-            for doc in ds.corpus.values():
-                full.setdefault(doc.id, doc)
-        part = full if limit is None else _carried_corpus(examples, full)
-        for doc in part.values():
-            if doc.id not in corpus and name in eval_only:
-                unseen_docs.add(doc.id)
-            corpus.setdefault(doc.id, doc)
         sources[name] = {"train": len(tr), "eval": len(ev)}
     suite = BenchSuite(train=train, eval=evals, corpus=corpus, sources=sources, eval_dataset=eval_dataset,
                        eval_only_docs=frozenset(unseen_docs))
@@ -237,19 +237,17 @@ def files_suite(
                 if role == "eval" and framings is not None and framing not in framings:
                     continue
                 ds = load_dataset(path, framing)
-                examples = _limit_groups(ds.examples, limit, str(path))
+                renames = pool_documents(corpus, ds.corpus, path.name)
+                examples = rename_documents(_limit_groups(ds.examples, limit, str(path)), renames)
                 if role == "train":
                     train += examples
                 else:
                     evals.setdefault(framing, []).extend(examples)
                     eval_dataset.update((ex.id, path.name) for ex in examples)
-                for doc in ds.corpus.values():
-                    corpus.setdefault(doc.id, doc)
                 sources.setdefault(path.name, {}).setdefault(role, 0)
                 sources[path.name][role] += len(examples)
     for path in corpus_files:
-        for doc in read_corpus(path).values():
-            corpus.setdefault(doc.id, doc)
+        pool_documents(corpus, read_corpus(path), path.name)
     if not evals:
         raise DataError("no evaluation examples: check --eval and --framing")
     suite = BenchSuite(train=train, eval=evals, corpus=corpus, sources=sources, eval_dataset=eval_dataset)

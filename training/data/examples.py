@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
@@ -46,19 +46,27 @@ class Example:
     scope: str = ""
 
     def __post_init__(self) -> None:
-        if not self.id:
+        if not isinstance(self.id, str) or not self.id:
             raise DataError("Example.id must be a non-empty string")
+        if not isinstance(self.query, str):
+            raise DataError(f"example {self.id!r}: query must be a string, got {type(self.query).__name__}")
         if self.framing not in FRAMINGS:
             raise DataError(f"example {self.id!r}: unknown framing {self.framing!r} (expected one of {FRAMINGS})")
-        if not self.positive_ids:
-            raise DataError(f"example {self.id!r}: it has no positive_ids")
         if not self.group_id:
             object.__setattr__(self, "group_id", self.id)
-        # Accept lists from callers but always store tuples, so the dataclass stays hashable.
+        # Accept lists from callers but always store tuples of strings, so the dataclass stays hashable.
+        # A bare string is refused: tuple("abc") would silently make one turn (or id) per character.
         for name in ("context", "positive_ids", "negative_ids", "exclude_ids"):
             value = getattr(self, name)
-            if not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
+            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                raise DataError(f"example {self.id!r}: {name} must be a sequence of strings, "
+                                f"got {type(value).__name__}")
+            value = tuple(value)
+            if not all(isinstance(v, str) for v in value):
+                raise DataError(f"example {self.id!r}: every element of {name} must be a string")
+            object.__setattr__(self, name, value)
+        if not self.positive_ids:
+            raise DataError(f"example {self.id!r}: it has no positive_ids")
 
     @property
     def turns(self) -> tuple[str, ...]:
@@ -98,15 +106,50 @@ def add_document(corpus: dict[str, Document], doc: Document) -> None:
     corpus.setdefault(doc.id, doc)
 
 
+def pool_documents(corpus: dict[str, Document], documents: Mapping[str, Document], source: str) -> dict[str, str]:
+    """Add ``documents`` (one source's corpus) to ``corpus`` in place; return the ids it had to rename.
+
+    A document already in ``corpus`` under the same id is kept once. A *different* document under
+    an id ``corpus`` already holds (HotpotQA and MuSiQue both key paragraphs by bare Wikipedia title,
+    with different texts for some titles) is added as ``id@source`` (``id@source#k`` if that is
+    taken too), so neither source's text is lost and no example is scored against the wrong text.
+    Apply the returned ``{old id: new id}`` to the source's examples with :func:`rename_documents`.
+    """
+    renames: dict[str, str] = {}
+    for doc in documents.values():
+        have = corpus.get(doc.id)
+        if have is None:
+            corpus[doc.id] = doc
+        elif have != doc:
+            new_id, k = f"{doc.id}@{source}", 0
+            while new_id in corpus or new_id in documents:
+                k += 1
+                new_id = f"{doc.id}@{source}#{k}"
+            corpus[new_id] = replace(doc, id=new_id)
+            renames[doc.id] = new_id
+    return renames
+
+
+def rename_documents(examples: Iterable[Example], renames: Mapping[str, str]) -> list[Example]:
+    """``examples`` with every positive, negative and excluded id in ``renames`` replaced by its new id."""
+    if not renames:
+        return list(examples)
+
+    def ids(values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(renames.get(v, v) for v in values)
+
+    return [replace(ex, positive_ids=ids(ex.positive_ids), negative_ids=ids(ex.negative_ids),
+                    exclude_ids=ids(ex.exclude_ids)) for ex in examples]
+
+
 def merge_datasets(name: str, datasets: Iterable[Dataset]) -> Dataset:
-    """Concatenate examples and pool corpora (first occurrence of an id wins)."""
+    """Concatenate examples and pool corpora (see :func:`pool_documents` for ids that clash)."""
     examples: list[Example] = []
     corpus: dict[str, Document] = {}
     skipped: dict[str, int] = {}
     for ds in datasets:
-        examples.extend(ds.examples)
-        for doc in ds.corpus.values():
-            add_document(corpus, doc)
+        renames = pool_documents(corpus, ds.corpus, ds.name)
+        examples.extend(rename_documents(ds.examples, renames))
         for reason, n in ds.skipped.items():
             skipped[f"{ds.name}: {reason}"] = skipped.get(f"{ds.name}: {reason}", 0) + n
     return Dataset(name=name, examples=examples, corpus=corpus, skipped=skipped)
@@ -131,6 +174,22 @@ def normalize_question(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
     text = _PUNCT.sub(" ", text)
     return _WS.sub(" ", text).strip()
+
+
+def question_key(ex: Example) -> str:
+    """The normalised text that identifies ``ex``'s question, for duplicate and leak detection.
+
+    For ``first_hop`` and ``multi_hop`` it is the query. A ``given`` (conversational) example is
+    identified by its whole conversation: a short turn such as "yes" or "thanks" recurs across
+    unrelated dialogues and is not, alone, a shared question. A context that is only the query
+    repeated (NQ-open, LoCoMo, ECM) counts once, so those keys are the query's own.
+    """
+    if ex.framing != GIVEN:
+        return normalize_question(ex.query)
+    turns = [normalize_question(t) for t in ex.turns]
+    if len(turns) == 2 and turns[0] == turns[1]:
+        turns = turns[1:]
+    return " ".join(turns)
 
 
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[A-Z0-9\"'(\[])")

@@ -1,10 +1,13 @@
 """Deterministic train/eval splits, the leak guard, and cross-file deduplication.
 
 A split assigns whole groups: examples sharing a ``group_id`` (one question, one dialogue) always
-land on the same side. Groups are additionally linked when they share a normalised query text
-(the same question shipped by two files under different ids), so :func:`split_examples` never
-produces a split that :func:`assert_disjoint` refuses. A group's side is a pure function of
-``sha256(salt + group key)``: adding examples never moves existing groups.
+land on the same side. Groups are additionally linked when they share a question key
+(:func:`~training.data.examples.question_key`: the normalised query, or a conversational example's
+whole conversation), so :func:`split_examples` never produces a split that :func:`assert_disjoint`
+refuses. A linked component's side is a pure function of ``sha256(salt + its smallest question
+key)``. So adding examples that share nothing with existing ones, or a copy of an existing question
+under a new id, moves no existing example; an added example that links two existing components
+can move one of them (they must now share a side).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from prime_retriever.errors import DataError
-from training.data.examples import Example, normalize_question
+from training.data.examples import Example, question_key
 
 
 def bucket(key: str, salt: str = "") -> float:
@@ -44,19 +47,24 @@ class _UnionFind:
 
 
 def split_keys(examples: Sequence[Example], *, link_by_query: bool = True) -> list[str]:
-    """Each example's split key: the smallest group id of its connected component (groups linked by query text)."""
+    """Each example's split key: the smallest question key of its component (groups linked by question key).
+
+    With ``link_by_query=False`` groups are not linked and the key is the group id.
+    """
+    if not link_by_query:
+        return ["g:" + ex.group_id for ex in examples]
     uf = _UnionFind()
-    for ex in examples:
-        uf.find("g:" + ex.group_id)
-        if link_by_query:
-            uf.union("g:" + ex.group_id, "q:" + normalize_question(ex.query))
-    # The component representative must be a group key, not a query key: pick the smallest group in it.
+    keys = [question_key(ex) for ex in examples]
+    for ex, key in zip(examples, keys, strict=True):
+        uf.union("g:" + ex.group_id, "q:" + key)
+    # The component's key is its smallest question key, which a copy of a question under a new id
+    # (a new, possibly smaller group id) does not change.
     best: dict[str, str] = {}
-    for ex in examples:
+    for ex, key in zip(examples, keys, strict=True):
         root = uf.find("g:" + ex.group_id)
-        if root not in best or ex.group_id < best[root]:
-            best[root] = ex.group_id
-    return [best[uf.find("g:" + ex.group_id)] for ex in examples]
+        if root not in best or key < best[root]:
+            best[root] = key
+    return ["q:" + best[uf.find("g:" + ex.group_id)] for ex in examples]
 
 
 def split_examples(examples: Sequence[Example], eval_fraction: float, salt: str = "",
@@ -72,11 +80,12 @@ def split_examples(examples: Sequence[Example], eval_fraction: float, salt: str 
 
 
 def assert_disjoint(train: Iterable[Example], eval_: Iterable[Example], *, check_query_text: bool = True) -> None:
-    """Raise :class:`DataError` if train and eval share an example id, a group id or (optionally) a normalised query.
+    """Raise :class:`DataError` if train and eval share an example id, a group id or (optionally) a question key.
 
-    The message names up to five offending (train, eval) example pairs per kind. Pass
-    ``check_query_text=False`` for conversational sets where short turns ("thanks") repeat across
-    unrelated dialogues.
+    The question key (:func:`~training.data.examples.question_key`) is the normalised query, or for
+    a conversational (``given``) example its whole conversation, so a short turn ("thanks") that
+    recurs across unrelated dialogues is no leak. The message names up to five offending (train,
+    eval) example pairs per kind. ``check_query_text=False`` skips the key check.
     """
     train = list(train)
     by_id = {ex.id: ex for ex in train}
@@ -84,14 +93,14 @@ def assert_disjoint(train: Iterable[Example], eval_: Iterable[Example], *, check
     by_text: dict[str, Example] = {}
     for ex in train:
         by_group.setdefault(ex.group_id, ex)
-        by_text.setdefault(normalize_question(ex.query), ex)
+        by_text.setdefault(question_key(ex), ex)
     problems: dict[str, list[str]] = {"id": [], "group_id": [], "query text": []}
     for ex in eval_:
         if ex.id in by_id:
             problems["id"].append(f"{ex.id!r}")
         if ex.group_id in by_group:
             problems["group_id"].append(f"{ex.group_id!r} (train {by_group[ex.group_id].id!r}, eval {ex.id!r})")
-        key = normalize_question(ex.query)
+        key = question_key(ex)
         if check_query_text and key in by_text:
             problems["query text"].append(f"{ex.query[:60]!r} (train {by_text[key].id!r}, eval {ex.id!r})")
     parts = [f"{len(v)} shared {k}(s): {', '.join(v[:5])}{' ...' if len(v) > 5 else ''}"
@@ -104,15 +113,16 @@ def dedupe_examples(examples: Iterable[Example]) -> list[Example]:
     """Drop examples whose group was already claimed by another source, or whose question another group owns.
 
     Meant for pooling files that share questions: the first (source, group_id) to claim a group id
-    or a normalised query text owns it; later examples from the same (source, group_id) are kept
-    (e.g. both multi_hop orders), those from another source or group are dropped.
+    or a question key (:func:`~training.data.examples.question_key`) owns it; later examples from
+    the same (source, group_id) are kept (e.g. both multi_hop orders), those from another source or
+    group are dropped. A conversational turn is a duplicate only with its whole conversation.
     """
     group_owner: dict[str, tuple[str, str]] = {}
     text_owner: dict[str, tuple[str, str]] = {}
     out: list[Example] = []
     for ex in examples:
         me = (ex.source, ex.group_id)
-        key = normalize_question(ex.query)
+        key = question_key(ex)
         if group_owner.setdefault(ex.group_id, me) != me or text_owner.setdefault(key, me) != me:
             continue
         out.append(ex)
