@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,5 +28,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 if not isinstance(obj, dict):
                     raise DataError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
                 yield n, obj
-    except OSError as exc:
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not UTF-8 text ({exc.reason})") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # gzip raises EOFError/zlib.error on a truncated stream
         raise DataError(f"{p}: cannot read: {exc}") from exc

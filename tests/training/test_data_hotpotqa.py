@@ -114,12 +114,21 @@ def test_ecm_given_only(prime_data_dir: Path) -> None:
     path = prime_data_dir / "hotpotqa" / "ecm_train_evidence.jsonl"
     ds = load_ecm(path)
     ds.validate()
-    assert len(ds.examples) == len({normalize_question(json.loads(x)["question"]) for x in path.open()})
+    lines = [x for x in path.open() if x.strip()]
+    assert len(ds.examples) == len({normalize_question(json.loads(x)["question"]) for x in lines})
+    assert ds.skipped.get("duplicate question", 0) == len(lines) - len(ds.examples)  # counted, not lost silently
     ex = ds.examples[0]
     assert ex.framing == "given" and ex.positive_ids == (ex.id,) and ex.id.startswith("ecm:")
     with pytest.raises(DataError, match="only the 'given' framing"):
         load_dataset(path, "first_hop")
     assert len(load_dataset(path, "given")) == len(ds)
+
+
+def test_ecm_counts_a_repeated_question(tmp_path: Path) -> None:
+    path = tmp_path / "ecm_x.jsonl"
+    path.write_text('{"question": "Who?", "evidence": ["a."]}\n{"question": "who", "evidence": ["b."]}\n')
+    ds = load_ecm(path)
+    assert len(ds.examples) == 1 and ds.skipped == {"duplicate question": 1}
 
 
 def test_malformed_hotpot_record(tmp_path: Path) -> None:

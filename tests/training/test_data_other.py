@@ -153,6 +153,40 @@ def test_download_verifies(http_file: tuple[str, bytes], tmp_path: Path) -> None
     assert download(url, tmp_path / "out" / "h.json") == good  # unpinned: kept, hash returned
 
 
+def _serve_once(response: bytes) -> tuple[str, threading.Thread]:
+    """A one-request HTTP server that answers with the raw bytes ``response``, then closes."""
+    import socket
+
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def run() -> None:
+        with srv:
+            conn, _ = srv.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(response)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{srv.getsockname()[1]}/f.json", thread
+
+
+@pytest.mark.parametrize(("response", "message"), [
+    # a body shorter than its Content-Length: http.client ends it without an error
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n" + b"x" * 400,
+     r"truncated: got 400 of 1000 bytes"),
+    # a chunked body cut off mid-stream: http.client raises IncompleteRead, not an OSError
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n100\r\n" + b"x" * 10,
+     r"download failed: IncompleteRead"),
+])
+def test_download_refuses_a_cut_off_body(tmp_path: Path, response: bytes, message: str) -> None:
+    url, thread = _serve_once(response)
+    with pytest.raises(DataError, match=message):
+        download(url, tmp_path / "f.json")
+    thread.join(5)
+    assert list(tmp_path.iterdir()) == []  # nothing renamed into place, no temp file left
+
+
 def test_download_file_url(tmp_path: Path) -> None:
     src = tmp_path / "src.json"
     src.write_bytes(b"[]")
@@ -164,3 +198,37 @@ def test_download_file_url(tmp_path: Path) -> None:
         download((tmp_path / "missing").as_uri(), tmp_path / "x.json")
     with pytest.raises(DataError, match="no sha256 pin"):
         download_hotpotqa(tmp_path, require_pin=True)
+
+
+def _write_zip_junk(p: Path) -> None:
+    p.write_bytes(b"not a zip at all")
+
+
+@pytest.mark.parametrize(("name", "content", "fmt", "message"), [
+    ("g.jsonl", '{"id": "e1", "context": ["caf\xe9"], "query": "q", "positive_ids": ["d"]}\n'.encode("latin-1"),
+     "given", "g.jsonl: not UTF-8 text"),
+    ("h.json", '[{"_id": "caf\xe9"}]'.encode("latin-1"), "first_hop", "h.json: not UTF-8 text"),
+    ("nq.jsonl.gz", gzip.compress(b'{"question": "q", "ctxs": []}\n' * 2000)[:100], "given",
+     "nq.jsonl.gz: cannot read"),
+    ("conv.zip", b"not a zip at all", "given", "conv.zip: cannot read as a zip"),
+    ("d.csv", "id,question,answers,spans,title\na_1,user:caf\xe9,{},{},D\n".encode("latin-1"), "given",
+     "d.csv: not UTF-8 text"),
+    ("e.csv", b'id,question,answers,spans,title\na_1,user:hi,"{[1]: 2}","{}",D\n', "given",
+     r"e.csv:2: column 'answers' is not a Python literal dict"),
+])
+def test_unreadable_files_raise_data_error(tmp_path: Path, name: str, content: bytes, fmt: str, message: str) -> None:
+    (tmp_path / name).write_bytes(content)
+    (tmp_path / "g.corpus.jsonl").write_text('{"id": "d", "text": "t"}\n')
+    with pytest.raises(DataError, match=message):
+        load_dataset(tmp_path / name, fmt)
+
+
+def test_msmarco_reads_utf8_only_and_keeps_a_carriage_return_inside_a_passage(tmp_path: Path) -> None:
+    (tmp_path / "collection.tsv").write_bytes(b"0\tfirst half\rsecond half\r\n1\tother\n")
+    (tmp_path / "queries.dev.tsv").write_text("7\tq\n")
+    (tmp_path / "qrels.dev.tsv").write_text("7 0 0 1\n")
+    ds = load_msmarco_dir(tmp_path)
+    assert ds.corpus["0"].text == "first half second half" and len(ds.corpus) == 2
+    (tmp_path / "collection.tsv").write_bytes("0\tcaf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"collection\.tsv: not UTF-8 text"):
+        load_msmarco_dir(tmp_path)

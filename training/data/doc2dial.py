@@ -54,6 +54,8 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
         else:
             with open(p, encoding="utf-8", newline="") as fh:
                 yield from _read_csv(fh, p)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not UTF-8 text ({exc.reason})") from exc
     except (OSError, zipfile.BadZipFile) as exc:
         raise DataError(f"{p}: cannot read: {exc}") from exc
 
@@ -70,7 +72,7 @@ def _read_csv(fh: io.TextIOBase | io.TextIOWrapper, p: Path) -> Iterator[tuple[i
 def _literal_dict(text: str, where: str, column: str) -> dict[str, object]:
     try:
         value = ast.literal_eval(text)
-    except (ValueError, SyntaxError) as exc:
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:  # TypeError: {[1]: 2}
         raise DataError(f"{where}: column {column!r} is not a Python literal dict") from exc
     if not isinstance(value, dict):
         raise DataError(f"{where}: column {column!r} is not a dict")

@@ -11,6 +11,7 @@ deletes the download; with no pin the file is kept, a warning is logged with its
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import tempfile
@@ -55,11 +56,18 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, require_p
     d.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{d.name}.", suffix=".part", dir=d.parent)
     h = hashlib.sha256()
+    received = 0
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            expected = getattr(resp, "length", None)  # Content-Length; a short body ends without an error
             while block := resp.read(1 << 20):
                 h.update(block)
                 out.write(block)
+                received += len(block)
+            if expected is not None and received < expected:
+                raise DataError(f"{url}: download truncated: got {received} of {expected} bytes")
+            out.flush()
+            os.fsync(out.fileno())
         digest = h.hexdigest()
         if sha256 is not None and digest != sha256.lower():
             raise DataError(f"{url}: sha256 mismatch: got {digest}, expected {sha256.lower()}")
@@ -67,8 +75,10 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, require_p
             log.warning("%s: no sha256 pin, downloaded file has sha256 %s (pin it in HOTPOTQA_FILES)", url, digest)
         os.replace(tmp, d)
         return digest
-    except OSError as exc:
-        raise DataError(f"{url}: download failed: {exc}") from exc
+    except DataError:
+        raise
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # IncompleteRead; ValueError: a bad URL
+        raise DataError(f"{url}: download failed: {exc!r}") from exc
     finally:
         Path(tmp).unlink(missing_ok=True)
 

@@ -83,9 +83,15 @@ def read_examples(path: str | Path, corpus: Mapping[str, Document] | None = None
                 missing = [i for i in ids if i not in corpus]
                 if missing:
                     raise DataError(f"{where}: {kind} ids not in the corpus: {missing[:5]}")
+        context, query = _str_list(rec, "context", where), _str(rec, "query", where)
+        # what collate and the retriever refuse is refused here, where the file and line are known
+        if not context:
+            raise DataError(f"{where}: 'context' is empty (give at least one turn; the query may repeat as one)")
+        if not query.strip() or not all(t.strip() for t in context):
+            raise DataError(f"{where}: the query and every context turn must be non-empty text")
         try:
             examples.append(Example(
-                id=ex_id, context=_str_list(rec, "context", where), query=_str(rec, "query", where),
+                id=ex_id, context=context, query=query,
                 positive_ids=positives, negative_ids=negatives,
                 framing=_str(rec, "framing", where, required=False, default=framing),
                 source=_str(rec, "source", where, required=False, default=source),

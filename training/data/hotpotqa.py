@@ -319,15 +319,17 @@ def load_ecm(path: str | Path, framing: str = GIVEN) -> Dataset:
                         f"not {framing!r}")
     examples: list[Example] = []
     corpus: dict[str, Document] = {}
+    skipped: dict[str, int] = {}
     for where, rec in iter_records(p):
         question = _question(rec, "question", where)
         evidence = rec.get("evidence")
         if not isinstance(evidence, list) or not evidence or not all(isinstance(s, str) for s in evidence):
             raise DataError(f"{where}: 'evidence' must be a non-empty list of strings")
         eid = _ecm_id(question)
-        if eid in corpus:
+        if eid in corpus:  # the first record of a question wins; the rest are counted
+            skipped["duplicate question"] = skipped.get("duplicate question", 0) + 1
             continue
         corpus[eid] = Document(id=eid, text=join_sentences(evidence))
         examples.append(Example(id=eid, context=(question,), query=question, positive_ids=(eid,),
                                 framing=GIVEN, source=f"hotpotqa/{p.name}", group_id=eid))
-    return Dataset(name=f"hotpotqa/{p.name}", examples=examples, corpus=corpus)
+    return Dataset(name=f"hotpotqa/{p.name}", examples=examples, corpus=corpus, skipped=skipped)

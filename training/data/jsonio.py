@@ -22,6 +22,10 @@ def load_json(path: str | Path) -> Any:
             return json.load(fh)
     except json.JSONDecodeError as exc:
         raise DataError(f"{p}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not UTF-8 text ({exc.reason})") from exc
+    except RecursionError as exc:
+        raise DataError(f"{p}: JSON nested too deeply") from exc
     except OSError as exc:
         raise DataError(f"{p}: cannot read: {exc}") from exc
 

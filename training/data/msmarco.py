@@ -17,9 +17,12 @@ from training.data.examples import GIVEN, Dataset, Example, clean_text
 
 
 def _tsv(path: str | Path) -> Iterator[tuple[str, str, str]]:
-    """Yield ``(where, key, value)`` for each ``key\\tvalue`` line."""
+    """Yield ``(where, key, value)`` for each ``key\\tvalue`` line.
+
+    Only ``\\n`` ends a line: a passage may hold a stray ``\\r``.
+    """
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8", newline="\n") as fh:
             for n, line in enumerate(fh, start=1):
                 line = line.rstrip("\n").rstrip("\r")
                 if not line.strip():
@@ -28,6 +31,8 @@ def _tsv(path: str | Path) -> Iterator[tuple[str, str, str]]:
                 if not sep or not key.strip():
                     raise DataError(f"{path}:{n}: expected 'id<TAB>text'")
                 yield f"{path}:{n}", key.strip(), value
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc}") from exc
 
@@ -52,6 +57,8 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
                 except ValueError as exc:
                     raise DataError(f"{path}:{n}: relevance {rel_s!r} is not an integer") from exc
                 out.setdefault(qid, {})[pid] = rel
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc}") from exc
     return out

@@ -65,9 +65,13 @@ def detect(path: str | Path) -> str:
     if name.endswith(".csv") or name.endswith(".csv.zip"):
         return "doc2dial"
     if name.endswith(".zip"):
-        with zipfile.ZipFile(p) as zf:
-            if any(n.endswith(".json") for n in zf.namelist()):
-                return "locomo"
+        try:
+            with zipfile.ZipFile(p) as zf:
+                names = zf.namelist()
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{p}: cannot read as a zip: {exc}") from exc
+        if any(n.endswith(".json") for n in names):
+            return "locomo"
         raise DataError(f"{p}: unrecognised zip")
     rec = _first_record(p)
     if "positive_ids" in rec:
