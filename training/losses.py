@@ -38,9 +38,9 @@ def false_negative_mask(
 
 
 def _positive_temperature(temperature: float) -> float:
-    """``temperature`` itself; ``ValueError`` unless it is > 0."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0; got {temperature}")
+    """``temperature`` itself; ``ValueError`` unless it is finite and > 0."""
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be finite and > 0; got {temperature}")
     return temperature
 
 

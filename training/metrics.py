@@ -11,34 +11,39 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _check(ranked: Sequence[Sequence[str]], gold: Sequence[set[str]]) -> None:
+def _check(ranked: Sequence[Sequence[str]], gold: Sequence[set[str]], k: int = 1) -> None:
     if len(ranked) != len(gold):
         raise ValueError(f"{len(ranked)} rankings for {len(gold)} gold sets")
     if any(len(g) == 0 for g in gold):
         raise ValueError("every item needs at least one gold id")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    for i, r in enumerate(ranked):  # a repeated id would count one gold document twice
+        if len(set(r)) != len(r):
+            raise ValueError(f"ranking {i} repeats a document id")
 
 
 def precision_at_k(ranked: Sequence[Sequence[str]], gold: Sequence[set[str]], k: int) -> np.ndarray:
     """Per item: |top-k ∩ gold| / k."""
-    _check(ranked, gold)
+    _check(ranked, gold, k)
     return np.array([sum(d in g for d in r[:k]) / k for r, g in zip(ranked, gold, strict=True)], dtype=np.float64)
 
 
 def recall_at_k(ranked: Sequence[Sequence[str]], gold: Sequence[set[str]], k: int) -> np.ndarray:
     """Per item: the fraction of gold documents in the top k."""
-    _check(ranked, gold)
+    _check(ranked, gold, k)
     return np.array([len(set(r[:k]) & g) / len(g) for r, g in zip(ranked, gold, strict=True)], dtype=np.float64)
 
 
 def all_in_at_k(ranked: Sequence[Sequence[str]], gold: Sequence[set[str]], k: int) -> np.ndarray:
     """Per item: 1 when every gold document is in the top k."""
-    _check(ranked, gold)
+    _check(ranked, gold, k)
     return np.array([float(g <= set(r[:k])) for r, g in zip(ranked, gold, strict=True)], dtype=np.float64)
 
 
 def reciprocal_rank(ranked: Sequence[Sequence[str]], gold: Sequence[set[str]], k: int = 100) -> np.ndarray:
     """Per item: 1 / rank of the first gold document within the top k, else 0."""
-    _check(ranked, gold)
+    _check(ranked, gold, k)
     out = np.zeros(len(ranked), dtype=np.float64)
     for i, (r, g) in enumerate(zip(ranked, gold, strict=True)):
         for rank, d in enumerate(r[:k], start=1):
@@ -50,7 +55,7 @@ def reciprocal_rank(ranked: Sequence[Sequence[str]], gold: Sequence[set[str]], k
 
 def recall_curve(ranked: Sequence[Sequence[str]], gold: Sequence[set[str]], k_max: int = 100) -> np.ndarray:
     """Mean recall@k for k = 1..k_max: shape (k_max,)."""
-    _check(ranked, gold)
+    _check(ranked, gold, k_max)
     hits = np.zeros((len(ranked), k_max), dtype=np.float64)  # items × k
     for i, (r, g) in enumerate(zip(ranked, gold, strict=True)):
         for rank, d in enumerate(r[:k_max]):
@@ -62,6 +67,7 @@ def recall_curve(ranked: Sequence[Sequence[str]], gold: Sequence[set[str]], k_ma
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean (items resampled with replacement)."""
+    values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         raise ValueError("no values")
     rng = np.random.default_rng(seed)
@@ -74,6 +80,7 @@ def paired_bootstrap_ci(
     a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
 ) -> tuple[float, float]:
     """CI of mean(a) - mean(b) over the same items, resampled together."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired values differ in shape: {a.shape} vs {b.shape}")
     return bootstrap_ci(a - b, n_boot=n_boot, alpha=alpha, seed=seed)
@@ -83,6 +90,10 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U with tie correction); NaN if one class is absent."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
+    if scores.shape != labels.shape or scores.ndim != 1:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be equal-length vectors")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores must be finite")
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")

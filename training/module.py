@@ -94,16 +94,22 @@ def retrieval_metrics(
 
     recall@k = share of the example's gold documents ranked in the top ``k``; the reciprocal rank
     is ``1 / rank`` of its best-ranked gold. ``excluded`` rows are dropped from the candidates.
+    Ties count against the gold (a document scoring as high ranks ahead of it), and a gold whose
+    score is not finite ranks last, so a collapsed (constant) or diverged (NaN) model scores the
+    worst, not the best. Scores are computed in fp32 even under autocast.
     """
-    scores = predicted.float() @ corpus.float().T  # B × C
-    B = scores.shape[0]
+    with torch.autocast(device_type=predicted.device.type, enabled=False):
+        scores = predicted.float() @ corpus.float().T  # B × C
+    B, C = scores.shape
     if excluded is not None and excluded.numel():
         ex_valid = excluded >= 0
         rows = torch.arange(B, device=scores.device)[:, None].expand_as(excluded)
         scores[rows[ex_valid], excluded[ex_valid]] = float("-inf")
     valid = gold >= 0  # B × G
     gold_scores = scores.gather(1, gold.clamp(min=0))  # B × G
-    ranks = (scores[:, None, :] > gold_scores[:, :, None]).sum(dim=2) + 1  # B × G (1 = best)
+    # 1 = best: the gold itself plus every other candidate scoring at least as high (NaN compares False)
+    ranks = (scores[:, None, :] >= gold_scores[:, :, None]).sum(dim=2)  # B × G
+    ranks = torch.where(torch.isfinite(gold_scores), ranks, torch.full_like(ranks, C))
     hit = ((ranks <= k) & valid).sum(dim=1).float()  # B
     recall = hit / valid.sum(dim=1).clamp(min=1).float()
     best = ranks.masked_fill(~valid, torch.iinfo(ranks.dtype).max).min(dim=1).values  # B
@@ -229,6 +235,7 @@ class PredictorModule(L.LightningModule):
         self._val_rec: list[torch.Tensor] = []
         self._val_rr: list[torch.Tensor] = []
         self._val_stratum: list[torch.Tensor] = []
+        self._val_index: list[torch.Tensor] = []
         self._val_corpus: torch.Tensor | None = None
         self.history: list[dict[str, float]] = []
 
@@ -307,7 +314,8 @@ class PredictorModule(L.LightningModule):
         return parts["loss"]
 
     # ------------------------------------------------------------------ validation
-    def _corpus_matrix(self) -> torch.Tensor:
+    def validation_corpus(self) -> torch.Tensor:
+        """The validation candidates (C × D): the pre-encoded corpus, or re-encoded by the trainable Y-Encoder."""
         assert self.val_set is not None
         if self.y_encoder is None or self.corpus_texts is None:
             return self.val_set.corpus.to(self.device)
@@ -318,8 +326,8 @@ class PredictorModule(L.LightningModule):
         return torch.cat(chunks)
 
     def on_validation_epoch_start(self) -> None:
-        self._val_rec, self._val_rr, self._val_stratum = [], [], []
-        self._val_corpus = self._corpus_matrix() if self.val_set is not None else None
+        self._val_rec, self._val_rr, self._val_stratum, self._val_index = [], [], [], []
+        self._val_corpus = self.validation_corpus() if self.val_set is not None else None
         vs = self.val_set
         if vs is not None and not self.baseline and vs.query.shape[1] == vs.corpus.shape[1]:
             self.baseline = evaluate_retrieval(None, vs)
@@ -331,21 +339,28 @@ class PredictorModule(L.LightningModule):
         self._val_rec.append(r)
         self._val_rr.append(m)
         self._val_stratum.append(batch.get("stratum", torch.zeros_like(batch["index"])))
+        self._val_index.append(batch["index"])
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_rec:
             return
-        rec = torch.cat(self._val_rec)
-        rr = torch.cat(self._val_rr)
-        st = torch.cat(self._val_stratum).to(rec.device)
+        rec = torch.cat(self._val_rec)  # n
+        rr = torch.cat(self._val_rr)  # n
+        st = torch.cat(self._val_stratum).to(rec.device)  # n
+        index = torch.cat(self._val_index).to(rec.device)  # n
+        # Under DDP every rank holds an equal share, which the distributed sampler pads with repeated
+        # examples: gather all ranks' rows and count each validation example once.
+        rec, rr, st, index = (gather_no_grad(t) for t in (rec, rr, st, index))  # N each
+        first = torch.full((int(index.max()) + 1,), len(index), dtype=torch.long, device=index.device)
+        first.scatter_reduce_(0, index, torch.arange(len(index), device=index.device), reduce="amin")
+        keep = torch.zeros(len(index), dtype=torch.bool, device=index.device)
+        keep[first[first < len(index)]] = True
+        rec, rr, st = rec[keep], rr[keep], st[keep]
         vs = self.val_set
         S = int(vs.stratum.max()) + 1 if vs is not None and vs.stratum is not None else 1
-        # per-stratum sums and counts (S × 3), summed across ranks, then macro-averaged over strata
+        # per-stratum sums and counts (S × 3), then macro-averaged over strata
         sums = torch.zeros(S, 3, device=rec.device)
         sums.index_add_(0, st, torch.stack([rec, rr, torch.ones_like(rec)], dim=1))
-        _, world = _dist_world()
-        if world > 1:
-            torch.distributed.all_reduce(sums)
         present = sums[:, 2] > 0
         per = sums[present, :2] / sums[present, 2:3]  # S' × 2
         metrics = {"val_r@10": float(per[:, 0].mean()), "val_mrr": float(per[:, 1].mean())}

@@ -251,7 +251,8 @@ def train_predictor(
         out_dir: the checkpoint directory (project format); logs go to ``log_dir`` (default
             ``<out_dir>.logs``).
         max_steps / time_budget_s: stop after that many optimiser steps / seconds (else
-            ``training_config.num_epochs`` epochs).
+            ``training_config.num_epochs`` epochs). A single-process run stopped mid-epoch validates
+            its final weights too (a multi-process one keeps its last epoch-end validation).
         precision: Lightning precision; None picks it from ``training_config.mixed_precision``.
         num_hard_negatives: explicit hard negatives per row from ``Example.negative_ids``.
         patience: early-stopping patience in validations without a better ``val_mrr``.
@@ -357,6 +358,16 @@ def train_predictor(
         limit_val_batches=1.0 if val_loader is not None else 0,
     )
     trainer.fit(module, train_loader, val_loader)
+    if (val_set is not None and trainer.world_size == 1 and trainer.global_step > 0
+            and (not module.history or module.history[-1]["step"] != trainer.global_step)):
+        # max_steps / time_budget_s stopped mid-epoch: validate the final weights too, so the steps
+        # since the last validation are a candidate for the best checkpoint, not silently dropped
+        scores = evaluate_retrieval(module.model, val_set, module.validation_corpus())
+        final = {f"val_{k}": v for k, v in scores.items()}
+        module.history.append({"step": float(trainer.global_step), **final})
+        if ckpt_cb.best is None or final[ckpt_cb.monitor] > ckpt_cb.best:
+            ckpt_cb.best, ckpt_cb.best_metrics = final[ckpt_cb.monitor], final
+            ckpt_cb.save(trainer, module, final)
     tail = thr.losses[-max(steps_per_epoch, 1):]
     final_loss = sum(tail) / len(tail) if tail else float("nan")
     return TrainResult(
@@ -378,7 +389,8 @@ _PREDICTOR_FLAGS = ("hidden_dim", "num_layers", "num_heads", "dropout", "max_con
                     "input_mixing", "attention_layout", "block_type", "link_candidates", "link_seeds")
 
 
-def _bool(s: str) -> bool:
+def parse_bool(s: str) -> bool:
+    """An argparse type for BOOL flags: 1/true/yes/on or 0/false/no/off; anything else is refused."""
     if s.lower() in ("1", "true", "yes", "on"):
         return True
     if s.lower() in ("0", "false", "no", "off"):
@@ -394,7 +406,7 @@ def _add_model_flags(parser: argparse.ArgumentParser, model: type[Any], names: S
             continue
         flag = "--" + name.replace("_", "-")
         ann = info.annotation
-        kind: Any = _bool if ann is bool else int if ann is int else float if ann is float else str
+        kind: Any = parse_bool if ann is bool else int if ann is int else float if ann is float else str
         extra: dict[str, Any] = {}
         if name == "attention_layout":
             extra["choices"] = ["bidirectional", "prefix"]
@@ -403,7 +415,7 @@ def _add_model_flags(parser: argparse.ArgumentParser, model: type[Any], names: S
         default = info.default
         if name == "y_encoder_lr_multiplier":
             default = 0.0
-        group.add_argument(flag, type=kind, default=None, metavar=name.upper() if kind is not _bool else "BOOL",
+        group.add_argument(flag, type=kind, default=None, metavar=name.upper() if kind is not parse_bool else "BOOL",
                            help=f"{info.description or name} (default: {default})", **extra)
 
 
@@ -449,15 +461,24 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 def _read_config(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
-    text = Path(path).read_text()
-    if path.endswith((".yaml", ".yml")):
-        import yaml
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        if path.endswith((".yaml", ".yml")):
+            import yaml
 
-        raw = yaml.safe_load(text)
-    else:
-        raw = json.loads(text)
+            try:
+                raw = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise PrimeError(f"{path}: invalid YAML: {exc}") from exc
+        else:
+            raw = json.loads(text)
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: invalid JSON or not UTF-8
+        raise PrimeError(f"{path}: cannot read the config: {exc}") from exc
     if not isinstance(raw, dict):
         raise PrimeError(f"{path}: expected a mapping")
+    for section in ("predictor", "training"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise PrimeError(f"{path}: {section!r} must be a mapping of settings")
     return raw
 
 

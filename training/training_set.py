@@ -171,7 +171,8 @@ def collate_training_batch(
         neg = tset.negatives[idx]  # B × Kmax
         rows = torch.full((len(idx), K), -1, dtype=torch.long)
         for b in range(len(idx)):
-            cand = neg[b][neg[b] >= 0]
+            # a listed negative that is one of the row's own gold documents would be pushed away from itself
+            cand = neg[b][(neg[b] >= 0) & ~torch.isin(neg[b], gold[b])]
             if cand.numel():
                 order = torch.randperm(cand.numel(), generator=generator)[:K]
                 rows[b, : order.numel()] = cand[order]

@@ -46,13 +46,26 @@ def test_retrieval_metrics_by_hand() -> None:
     gold = torch.tensor([[1, 2], [0, -1]])
     rec, rr = retrieval_metrics(pred, corpus, gold, k=2)
     # row 0 ranks: d0 1st, d1 2nd, d2 3rd → golds d1 (rank 2, in top 2), d2 (rank 3) → recall 0.5, rr 1/2
-    # row 1: d3, d2, then d0/d1 tie at 0 → d0 rank 3 → recall 0, rr 1/3
+    # row 1: d3, d2, then d0/d1 tie at 0: a tie counts against the gold → d0 rank 4 → recall 0, rr 1/4
     assert rec.tolist() == pytest.approx([0.5, 0.0])
-    assert rr.tolist() == pytest.approx([0.5, 1 / 3])
+    assert rr.tolist() == pytest.approx([0.5, 1 / 4])
     # excluding d0 for row 0 moves its golds up one place
     rec, rr = retrieval_metrics(pred, corpus, gold, torch.tensor([[0], [-1]]), k=2)
     assert rec.tolist() == pytest.approx([1.0, 0.0])
-    assert rr.tolist() == pytest.approx([1.0, 1 / 3])
+    assert rr.tolist() == pytest.approx([1.0, 1 / 4])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 0.0])
+def test_a_diverged_or_collapsed_prediction_ranks_last(bad: float) -> None:
+    # NaN scores lose every comparison and a constant vector ties every document: neither may look perfect
+    corpus = torch.eye(4)
+    pred = torch.full((2, 4), bad)
+    rec, rr = retrieval_metrics(pred, corpus, torch.tensor([[1], [2]]), k=2)
+    assert rec.tolist() == [0.0, 0.0] and rr.tolist() == pytest.approx([1 / 4, 1 / 4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # scores stay fp32 under autocast: no bf16 ties
+        close = torch.tensor([[1.0, 0.999, 0.0, 0.0]])
+        _, rr = retrieval_metrics(close, torch.eye(4), torch.tensor([[1]]), k=2)
+    assert rr.tolist() == pytest.approx([1 / 2])
 
 
 def test_loss_assembly_and_confidence_target() -> None:

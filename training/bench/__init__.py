@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from training.bench.recipe import Recipe
 from training.bench.suite import UNSEEN_CHOICES
+from training.trainer import parse_bool
 
 if TYPE_CHECKING:
     from training.bench.suite import BenchSuite
@@ -49,7 +50,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(Recipe):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
-            rec.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
+            rec.add_argument(flag, type=parse_bool, default=None, metavar="BOOL")
         else:
             kind = {"int": int, "float": float, "str": str}[str(f.type)]
             rec.add_argument(flag, type=kind, default=None)
@@ -60,6 +61,10 @@ def _suite(args: argparse.Namespace) -> BenchSuite:
     from training.data import data_dir
 
     framings = None if args.framing == "all" else [args.framing]
+    sources = [name for name, given in (("--preset", args.preset), ("--dataset", args.dataset),
+                                        ("--train/--eval/--corpus", args.train or args.eval or args.corpus)) if given]
+    if len(sources) > 1:  # one would be silently ignored
+        raise SystemExit(f"give one data source, not {' and '.join(sources)}")
     if args.dataset == "msmarco":
         if args.msmarco_dir is None:
             raise SystemExit("--dataset msmarco needs --msmarco-dir DIR")

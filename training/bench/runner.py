@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from prime_retriever.checkpoint import read_meta
-from prime_retriever.documents import scope_filter
+from prime_retriever.documents import Document, scope_filter
 from prime_retriever.embedding_cache import CachedEncoder
 from prime_retriever.encoders import HFTextEncoder
+from prime_retriever.errors import CheckpointError, StoreError
 from prime_retriever.link_graph import LinkExpansion, LinkGraph
 from prime_retriever.predictor import EmbeddingPredictor
 from prime_retriever.retriever import PredictiveRetriever, make_backend, open_store
@@ -167,12 +169,38 @@ def goal_lines(framings: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefix: str = "") -> dict[str, Any]:
+def _check_checkpoint(ckpt: Path, encoder_name: str, *, can_train_adapter: bool) -> None:
+    """Refuse, before any encoding, a checkpoint the benchmark cannot evaluate as trained."""
+    meta = read_meta(ckpt)  # CheckpointError: missing or malformed
+    if meta.encoder is not None and meta.encoder.name != encoder_name:
+        raise CheckpointError(f"{ckpt} was trained for the encoder {meta.encoder.name!r}; "
+                              f"the benchmark encodes with {encoder_name!r}")
+    if meta.needs_reindex:
+        raise CheckpointError(f"{ckpt} was trained with a fine-tuned Y-Encoder (needs_reindex); the benchmark "
+                              "indexes with the frozen encoder, so its predictions would miss")
+    if not (ckpt.parent / "adapter").is_dir() and not can_train_adapter:
+        raise CheckpointError(f"no adapter/ beside {ckpt} and no training examples to train the linear adapter "
+                              "on: give --train FILE...")
+
+
+def _corpus_fingerprint(docs: Sequence[Document]) -> str:
+    """sha256 over every document's id, encoded text and scope: what an index of them holds."""
+    h = hashlib.sha256()
+    for d in docs:
+        for part in (d.id, d.encoding_text, d.scope):
+            h.update(part.encode("utf-8"))
+            h.update(b"\x00")
+    return h.hexdigest()
+
+
+async def run_bench(suite: BenchSuite, opts: BenchOptions) -> dict[str, Any]:
     """Train or load, index, evaluate every framing; write report.json and recall_at_k.png under ``opts.out``."""
     t_start = time.perf_counter()
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     encoder = CachedEncoder(HFTextEncoder())
+    if opts.checkpoint is not None:
+        _check_checkpoint(opts.checkpoint, encoder.name, can_train_adapter=bool(suite.train))
     print(
         f"suite: {len(suite.train)} train examples, {suite.n_eval} eval items "
         f"({', '.join(f'{k}: {len(v)}' for k, v in suite.eval.items())}), corpus {len(suite.corpus)} documents"
@@ -216,7 +244,14 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
     model = EmbeddingPredictor.from_checkpoint(ckpt_dir)
 
     # ---- index into the project's own store, then search through the real retriever
-    store_path = out / "store"
+    docs = [suite.corpus[i] for i in enc_corpus.ids]
+    store_path, stamp = out / "store", out / "store.corpus-sha256"
+    fingerprint = _corpus_fingerprint(docs)
+    owned = opts.store in ("local", "edge")  # OUT/store is the benchmark's own: rebuilt when the corpus changed
+    if owned and store_path.exists() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
+        print(f"{store_path} holds another corpus (an earlier run's): rebuilding it")
+        stamp.unlink(missing_ok=True)
+        shutil.rmtree(store_path)
     store = open_store(opts.store, path=store_path)
     backend = make_backend(model, opts.backend)
     expansion = LinkExpansion.for_config(model.config, graph)
@@ -227,9 +262,14 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions, *, encoder_name_prefi
     async with retriever:
         t0 = time.perf_counter()
         # exact search: the edge store's HNSW index is not built, so no method loses to approximation
-        report_index = await retriever.index([suite.corpus[i] for i in enc_corpus.ids], optimize=False)
+        report_index = await retriever.index(docs, optimize=False)
         t_index = time.perf_counter() - t0
         print(f"indexed {report_index}")
+        if report_index.count_after != len(docs):  # documents the corpus does not hold would be searched too
+            raise StoreError(f"the store {store.name} holds {report_index.count_after} documents, the corpus "
+                             f"{len(docs)}: give an empty collection (or a fresh --out)")
+        if owned:
+            stamp.write_text(fingerprint + "\n")
         t0 = time.perf_counter()
         for framing, examples in suite.eval.items():
             runs = await _evaluate_framing(retriever, examples, framing, vec, adapter)
