@@ -103,6 +103,32 @@ def test_lightning_ddp_spawn_trains(tmp_path: Path) -> None:
     assert cands == {16.0}  # 2 ranks × batch 8
 
 
+@pytest.mark.slow
+def test_ddp_validation_counts_each_example_once() -> None:
+    """3 validation examples on 2 ranks: the distributed sampler pads one rank with a repeat, counted once."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from tests.training.test_trainer import ToyEncoder, toy_configs, toy_data
+    from training.module import evaluate_retrieval
+    from training.trainer import _EvalCollator
+    from training.training_set import build_training_sets, index_dataset
+
+    train, val, corpus = toy_data()
+    cfg, tc = toy_configs()
+    L.seed_everything(0)
+    _, val_set, _ = build_training_sets(train, val[:3], corpus, ToyEncoder(), max_context_length=cfg.max_context_length)
+    assert val_set is not None
+    module = PredictorModule(cfg, tc, total_steps=1, val_set=val_set)
+    torch.nn.init.normal_(module.model.output_proj.weight)  # move off the baseline so the rows differ
+    want = evaluate_retrieval(module.model, val_set)
+    loader = DataLoader(index_dataset(val_set), batch_size=256, collate_fn=_EvalCollator(val_set))
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, precision="32-true")
+    got = trainer.validate(module, loader, verbose=False)[0]
+    assert got["val_mrr"] == pytest.approx(want["mrr"]) and got["val_r@10"] == pytest.approx(want["r@10"])
+
+
 @pytest.fixture
 def one_rank_group() -> Iterator[None]:
     """A gloo process group of one rank, initialised here as a caller would; destroyed afterwards if still alive."""

@@ -196,3 +196,11 @@ def test_projnce_needs_two_rows() -> None:
 def test_projnce_shape_is_checked() -> None:
     with pytest.raises(ValueError):
         ProjNCELoss()(torch.ones(2, 3), torch.ones(2, 4))
+
+
+@pytest.mark.parametrize("tau", [0.0, -1.0, math.nan, math.inf])
+def test_temperature_must_be_finite_and_positive(tau: float) -> None:
+    with pytest.raises(ValueError, match="finite and > 0"):
+        InfoNCELoss(temperature=tau)
+    with pytest.raises(ValueError, match="finite and > 0"):
+        ProjNCELoss(temperature=tau)

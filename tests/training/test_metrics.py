@@ -66,3 +66,14 @@ def test_bad_input() -> None:
         precision_at_k(RANKED, GOLD[:1], 5)
     with pytest.raises(ValueError, match="gold"):
         precision_at_k(RANKED, [set(), {"a"}], 5)
+    # a repeated id would count one gold document twice (recall above 1, P@k inflated)
+    for metric in (precision_at_k, recall_at_k, all_in_at_k, reciprocal_rank, recall_curve):
+        with pytest.raises(ValueError, match="repeats a document id"):
+            metric([["a", "a", "b"]], [{"a"}], 3)
+        with pytest.raises(ValueError, match="k must be >= 1"):
+            metric(RANKED, GOLD, 0)
+    with pytest.raises(ValueError, match="equal-length"):
+        auroc(np.array([0.1, 0.2, 0.3]), np.array([1, 0]))
+    with pytest.raises(ValueError, match="finite"):
+        auroc(np.array([np.nan, 0.2]), np.array([1, 0]))
+    assert bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)  # type: ignore[arg-type]  # a plain list is accepted

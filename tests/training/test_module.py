@@ -68,6 +68,18 @@ def test_a_diverged_or_collapsed_prediction_ranks_last(bad: float) -> None:
     assert rr.tolist() == pytest.approx([1 / 2])
 
 
+def test_a_listed_hard_negative_that_is_the_rows_gold_is_not_used() -> None:
+    # pushing a prediction away from its own gold document would fight the positive term
+    tset = _tset()
+    tset.negatives = torch.tensor([[i % 10, (i + 1) % 10, (i + 3) % 10] for i in range(6)])  # 2 of 3 are gold
+    for seed in range(5):
+        batch = collate_training_batch(tset, range(6), num_hard_negatives=3,
+                                       generator=torch.Generator().manual_seed(seed))
+        rows, valid = batch["hard_negative_rows"], batch["hard_negative_mask"]
+        assert valid.sum(dim=1).tolist() == [1] * 6
+        assert rows[valid].tolist() == [(i + 3) % 10 for i in range(6)]
+
+
 def test_loss_assembly_and_confidence_target() -> None:
     torch.manual_seed(0)
     tset = _tset()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,6 +95,39 @@ def test_query_only_is_a_probability_and_trains(tmp_path: Path) -> None:
     res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=4, query_only=0.5,
                           progress_bar=False, verbose=False, logger=None)
     assert res.steps == 4 and load_checkpoint(tmp_path / "ck").model.config.residual
+
+
+def test_a_run_stopped_mid_epoch_validates_its_final_weights(tmp_path: Path) -> None:
+    from prime_retriever.checkpoint import read_meta
+
+    train, val, corpus = toy_data()  # 80 rows, batch 16: 5 steps an epoch
+    cfg, tc = toy_configs()
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=7,
+                          progress_bar=False, verbose=False, logger=None)
+    assert res.steps == 7 and [h["step"] for h in res.history] == [5.0, 7.0]
+    best = max(res.history, key=lambda h: h["val_mrr"])
+    if best["val_mrr"] > res.initial_metrics["mrr"]:
+        assert read_meta(tmp_path / "ck").provenance.hyperparameters["global_step"] == int(best["step"])
+    assert res.best_metrics["val_mrr"] == pytest.approx(max(res.initial_metrics["mrr"], best["val_mrr"]))
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("c.json", '{"predictor": {oops', "invalid JSON|cannot read the config"),
+    ("c.yaml", "predictor: [unclosed", "invalid YAML"),
+    ("c.json", '{"predictor": [1, 2]}', "'predictor' must be a mapping"),
+    ("c.json", "[1]", "expected a mapping"),
+    ("missing.json", None, "cannot read the config"),
+])
+def test_train_config_errors_are_one_line(tmp_path: Path, name: str, text: str | None, message: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from prime_retriever.cli import main
+
+    if text is not None:
+        (tmp_path / name).write_text(text)
+    rc = main(["train", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "ck"),
+               "--config", str(tmp_path / name)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "prime-retriever train: error:" in err and re.search(message, err)
 
 
 def test_cli_parses_every_training_field() -> None:
