@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -138,12 +139,20 @@ def save_adapter(adapter: LinearAdapter, path: Path, encoder_name: str) -> None:
 
 def load_adapter(path: Path, encoder_name: str) -> LinearAdapter:
     try:
-        meta = json.loads((path / "adapter.json").read_text())
+        meta = json.loads((path / "adapter.json").read_text(encoding="utf-8"))
         state = load_file(str(path / "adapter.safetensors"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise CheckpointError(f"cannot read the linear adapter at {path}: {e}") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path / 'adapter.json'} is not a JSON object")
     if meta.get("encoder") != encoder_name:
         raise CheckpointError(f"adapter {path} was trained for encoder {meta.get('encoder')!r}, not {encoder_name!r}")
-    adapter = LinearAdapter(int(meta["dim"]))
-    adapter.load_state_dict(state)
+    dim = meta.get("dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise CheckpointError(f"{path / 'adapter.json'}: 'dim' must be a positive integer, got {dim!r}")
+    adapter = LinearAdapter(dim)
+    try:
+        adapter.load_state_dict(state)
+    except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
+        raise CheckpointError(f"the linear adapter at {path} does not match its dim {dim}: {e}") from e
     return adapter.eval()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,9 @@ def write_json(report: Mapping[str, Any], path: Path) -> None:
             return clean(x.item())
         return x
 
-    path.write_text(json.dumps(clean(report), indent=2))
+    tmp = path.with_name(f".{path.name}.tmp")  # a failed or interrupted write leaves the old report whole
+    tmp.write_text(json.dumps(clean(report), indent=2))
+    os.replace(tmp, path)
 
 
 def plot_recall(curves: Mapping[str, Mapping[str, np.ndarray]], path: Path) -> None:
