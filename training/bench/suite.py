@@ -4,11 +4,12 @@ Two ways to build a suite:
 
 * :func:`shipped_suite`: the shipped data (``$PRIME_DATA_DIR``): HotpotQA (all files pooled),
   MuSiQue and Doc2Dial, each split by a hash of its questions (a dialogue's, for Doc2Dial) into
-  disjoint train and eval sides. Eval framings: ``first_hop`` and ``multi_hop`` (HotpotQA + MuSiQue questions) and
-  ``given`` (Doc2Dial dialogues, and LoCoMo's conversational-memory questions: a dataset the
-  training never sees, evaluated only). NQ-open is extra supervision, trained on only: as an eval
-  it is saturated (searching its own 2,588 passages, the query embedding's MRR is 0.95). With
-  ``unseen="musique"`` MuSiQue is the dataset never trained on, and LoCoMo is split by conversation.
+  disjoint train and eval sides. Eval framings: ``first_hop`` and ``multi_hop`` (HotpotQA + MuSiQue
+  questions) and ``given`` (Doc2Dial dialogues, and LoCoMo's conversational-memory questions: a
+  dataset the training never sees, evaluated only). NQ-open is extra supervision, trained on only:
+  as an eval it is saturated (searching its own 2,588 passages, the query embedding's MRR is 0.95).
+  With ``unseen="musique"`` MuSiQue is the dataset never trained on, and LoCoMo is split by
+  conversation.
 * :func:`files_suite`: user files (``--train``/``--eval``/``--corpus``), in any supported format;
   generic JSONL examples are evaluated as given, in the framing ``given``.
 
