@@ -80,7 +80,9 @@ def test_bench_into_the_same_out_searches_only_the_new_corpus(
     prime_data_dir: Path, msmarco_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
     # a second run on a smaller corpus into the same --out: the earlier run's documents must not stay searchable
-    ms, out = msmarco_run
+    ms, first = msmarco_run
+    out = tmp_path / "out"
+    shutil.copytree(first, out)  # the earlier run's output, store included (the fixture's stays as it was)
     small = tmp_path / "small"
     write_msmarco(prime_data_dir / "hotpotqa" / "ircot_dev500.jsonl", small, n_questions=20)
     rc = main(["bench", "--dataset", "msmarco", "--msmarco-dir", str(small), "--out", str(out), "--store", "local",
@@ -118,8 +120,8 @@ def test_bench_refuses_a_checkpoint_it_cannot_evaluate_before_encoding(
         (["--eval", str(tmp_path / "eval.jsonl"), "--checkpoint", str(bare)], "no adapter/ beside"),
         (["--eval", str(tmp_path / "eval.jsonl"), "--checkpoint", str(tmp_path / "missing")], "not found"),
     ]
-    for args, message in cases:
-        run_out = tmp_path / f"out{len(message)}"
+    for n, (args, message) in enumerate(cases):
+        run_out = tmp_path / f"out{n}"
         assert main(["bench", *args, "--out", str(run_out), "--store", "local"]) == 1
         assert message in capsys.readouterr().err
         assert not (run_out / "links.json").exists() and not (run_out / "store").exists()  # refused before any work
