@@ -56,6 +56,11 @@ def test_report_breaks_down_the_dataset_training_never_saw(reduced: dict[str, An
     n = sum(parts[d]["predictor"]["n"] for d in parts)
     assert n == reduced["framings"]["given"]["predictor"]["n"]
     assert {"p@5", "mrr", "gains"} <= set(parts["locomo"]["predictor"])
+    # the checkpoint's provenance names the datasets trained on, each with its own count, and not LoCoMo
+    from prime_retriever.checkpoint import read_meta
+
+    trained = {(d.name, d.n_examples) for d in read_meta(reduced["checkpoint"]).provenance.datasets}
+    assert trained == {(n, c["train"]) for n, c in reduced["sources"].items() if c["train"]}
 
 
 def test_link_expansion_is_what_the_predictor_was_served_with(reduced: dict[str, Any]) -> None:

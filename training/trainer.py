@@ -227,7 +227,7 @@ def train_predictor(
     logger: str | None = "csv",
     log_dir: str | Path | None = None,
     progress_bar: bool = True,
-    dataset_names: Sequence[str] = (),
+    dataset_names: Sequence[str] | Mapping[str, int] = (),
     model: EmbeddingPredictor | None = None,
     y_encoder_path: str | None = None,
     confidence_weight: float = 0.1,
@@ -254,6 +254,8 @@ def train_predictor(
             ``training_config.num_epochs`` epochs). A single-process run stopped mid-epoch validates
             its final weights too (a multi-process one keeps its last epoch-end validation).
         precision: Lightning precision; None picks it from ``training_config.mixed_precision``.
+        dataset_names: the datasets trained on, for the checkpoint's provenance: name → number of
+            training examples, or bare names (each then recorded with the total).
         num_hard_negatives: explicit hard negatives per row from ``Example.negative_ids``.
         patience: early-stopping patience in validations without a better ``val_mrr``.
         stratify_validation: macro-average the validation metrics over (dataset, framing) strata
@@ -322,9 +324,11 @@ def train_predictor(
                               collate_fn=_TrainCollator(train_set, num_hard_negatives, query_only))
     val_loader = (DataLoader(index_dataset(val_set), batch_size=256, shuffle=False,
                              collate_fn=_EvalCollator(val_set)) if val_set is not None else None)
+    # provenance: each dataset's own training-example count, or (a bare list of names) the total
+    sizes = dict(dataset_names) if isinstance(dataset_names, Mapping) else dict.fromkeys(dataset_names,
+                                                                                          len(train_examples))
     ckpt_cb = BestCheckpoint(out, encoder=EncoderInfo(name=encoder.name, dim=encoder.dim),
-                             datasets=[DatasetInfo(name=n[:200], n_examples=len(train_examples))
-                                       for n in dataset_names])
+                             datasets=[DatasetInfo(name=n[:200], n_examples=k) for n, k in sizes.items()])
     if initial:
         ckpt_cb.seed(module, {f"val_{k}": v for k, v in initial.items()})
     thr = _Throughput()

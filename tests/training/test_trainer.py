@@ -83,6 +83,15 @@ def test_train_predictor_writes_a_project_checkpoint(tmp_path: Path) -> None:
     assert (tmp_path / "ck.logs").is_dir()
 
 
+def test_provenance_records_each_datasets_own_count(tmp_path: Path) -> None:
+    train, val, corpus = toy_data()
+    cfg, tc = toy_configs()
+    train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=2, progress_bar=False,
+                    verbose=False, logger=None, dataset_names={"hotpotqa": 50, "doc2dial": 30})
+    datasets = load_checkpoint(tmp_path / "ck").meta.provenance.datasets
+    assert [(d.name, d.n_examples) for d in datasets] == [("hotpotqa", 50), ("doc2dial", 30)]
+
+
 def test_query_only_is_a_probability_and_trains(tmp_path: Path) -> None:
     from prime_retriever.errors import PrimeError
 

@@ -102,7 +102,8 @@ def train_with_recipe(
         graph = LinkGraph.build(suite.corpus.values())
     expansion = None if graph is None else LinkExpansion.for_config(config, graph)
     train, val = split_examples(examples, recipe.val_fraction, salt=f"bench-val-{seed}")
-    names = sorted(suite.sources)
+    # the checkpoint's provenance: the datasets trained on (not the eval-only ones), each with its count
+    names = {n: c["train"] for n, c in sorted(suite.sources.items()) if c.get("train")}
     result = train_predictor(
         train,
         val,
