@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
@@ -52,9 +53,17 @@ class Provenance(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     datasets: list[DatasetInfo] = Field(default_factory=list)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, float | None] = Field(default_factory=dict)  # None: not finite (a run that diverged)
     hyperparameters: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
     recipe: str = Field(default="", max_length=2000)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _finite_or_none(cls, value: Any) -> Any:
+        # JSON has no NaN: stored as null, so a checkpoint whose metric diverged still loads
+        if isinstance(value, dict):
+            return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in value.items()}
+        return value
 
 
 class EncoderInfo(BaseModel):

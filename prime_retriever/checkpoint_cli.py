@@ -38,5 +38,5 @@ def run_cli(args: argparse.Namespace) -> int:
     if meta.provenance.metrics:
         print("metrics:")
         for k, v in meta.provenance.metrics.items():
-            print(f"  {k}: {v:.4f}")
+            print(f"  {k}: {v:.4f}" if v is not None else f"  {k}: not finite")
     return 0

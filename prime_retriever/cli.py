@@ -57,8 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run_cli(args))
     except (PrimeError, ValidationError) as exc:
         # a typed, expected failure (bad input, bad checkpoint, unreachable store): one clear line
-        print(f"prime-retriever {args.command}: error: {exc}", file=sys.stderr)
+        print(f"prime-retriever {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: Exception) -> str:
+    """The error as one line: pydantic's multi-line report becomes its messages, joined."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

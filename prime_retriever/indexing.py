@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from prime_retriever.cli_types import positive_int
 from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
 from prime_retriever.jsonl import iter_jsonl
@@ -101,7 +102,8 @@ def read_corpus_jsonl(path: str | os.PathLike[str], *, allow_duplicates: bool = 
     return docs
 
 
-def _unique(documents: Iterable[Document]) -> tuple[list[Document], int]:
+def unique_documents(documents: Iterable[Document]) -> tuple[list[Document], int]:
+    """``documents`` with each id once (its first document kept), and how many repeats were skipped."""
     seen: set[str] = set()
     out: list[Document] = []
     dup = 0
@@ -154,7 +156,7 @@ async def index_documents(
         raise ValueError("batch_size and encode_batch_size must be >= 1")
     policy = retry if retry is not None else RetryPolicy(timeout_s=600.0)
     t0 = time.perf_counter()
-    docs, duplicates = _unique(documents)
+    docs, duplicates = unique_documents(documents)
     name, dim = encoder.name, encoder.dim
     await call_store(store.name, "ensure_collection", lambda: store.ensure_collection(dim, name), policy)
     ids = [d.id for d in docs]
@@ -205,27 +207,38 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default=None, help="encoder model folder (default: the bundled MiniLM)")
     parser.add_argument("--cache-dir", default=None, help="embedding cache directory (default: the user cache)")
     parser.add_argument("--no-cache", action="store_true", help="do not cache embeddings on disk")
-    parser.add_argument("--batch-size", type=int, default=256, help="documents per encode+upsert step")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="documents per encode+upsert step")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _store_spec(args: argparse.Namespace) -> str:
+    """The store spec, refused when a typo would silently make it a local-mode folder elsewhere."""
     spec = str(args.store)
-    if spec in ("local", "edge") and not args.path:
-        raise DataError(f"--store {spec} needs --path DIR (an in-memory index would be lost at exit)")
+    if spec in ("local", "edge"):
+        if not args.path:
+            raise DataError(f"--store {spec} needs --path DIR (an in-memory index would be lost at exit)")
+        if Path(args.path).exists() and not Path(args.path).is_dir():
+            raise DataError(f"--path {args.path} is a file, not a store directory")
+    elif spec.startswith(("local:", "edge:", "http://", "https://")):
+        if args.path:
+            raise DataError(f"--path is for --store local|edge; {spec!r} names its own location")
+    else:
+        raise DataError(f"--store {spec!r}: expected local, edge, local:DIR, edge:DIR or http(s)://HOST")
     return spec
 
 
 async def _run(args: argparse.Namespace) -> IndexReport:
     from prime_retriever.encoders import HFTextEncoder
 
+    # everything that can fail on bad input fails before the store is created
+    spec = _store_spec(args)
     docs = read_corpus_jsonl(args.corpus)
-    store = open_store(_store_spec(args), path=args.path, collection=args.collection, api_key=args.api_key)
     encoder: TextEncoder = HFTextEncoder(args.encoder)
     if not args.no_cache:
         from prime_retriever.embedding_cache import CachedEncoder, EmbeddingCache
 
         encoder = CachedEncoder(encoder, EmbeddingCache(args.cache_dir))
+    store = open_store(spec, path=args.path, collection=args.collection, api_key=args.api_key)
     async with store:
         return await index_documents(store, docs, encoder=encoder, batch_size=args.batch_size,
                                      progress=not args.no_progress)

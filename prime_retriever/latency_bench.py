@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from prime_retriever.cli_types import positive_int, report_path
 from prime_retriever.config import PredictorConfig
 from prime_retriever.inference import EagerPredictor, PredictorBackend
 from prime_retriever.predictor import EmbeddingPredictor
@@ -329,11 +330,11 @@ def run_benchmark(*, quick: bool = False, log: Callable[[str], None] = print) ->
 
 # ---------------------------------------------------------------------------------------------- CLI
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", help="write the JSON report to this file")
+    parser.add_argument("--out", type=report_path, help="write the JSON report to this file")
     parser.add_argument("--quick", action="store_true", help="small config only, few iterations, no compile")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch and onnxruntime intra-op threads (default: torch's default). On a shared, "
         "oversubscribed machine 1 thread avoids OpenMP spin-wait stalls",
@@ -341,7 +342,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)  # OnnxPredictor follows torch.get_num_threads()
     report = run_benchmark(quick=bool(args.quick))
     print(

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from prime_retriever.cli_types import positive_int
 from prime_retriever.config import PredictorConfig
 from prime_retriever.documents import Document
 from prime_retriever.errors import PrimeError
@@ -176,8 +177,12 @@ class LinkGraph:
             "links": {k: list(v) for k, v in sorted(self.links.items())},
         }
         tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, p)
+        try:
+            tmp.write_text(json.dumps(data), encoding="utf-8")
+            os.replace(tmp, p)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise LinkGraphError(f"cannot write the link graph to {p}: {exc}") from exc
         return p
 
     @classmethod
@@ -260,14 +265,16 @@ class LinkExpansion:
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("corpus", type=Path, help="a generic JSONL corpus ({id, text, title} a line)")
     p.add_argument("--out", type=Path, required=True, help="where to write the graph (JSON)")
-    p.add_argument("--max-links", type=int, default=8, help="documents mentioning more titles get no links")
+    p.add_argument("--max-links", type=positive_int, default=8, help="documents mentioning more titles get no links")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from prime_retriever.indexing import read_corpus_jsonl
+    from prime_retriever.indexing import read_corpus_jsonl, unique_documents
 
-    docs = read_corpus_jsonl(args.corpus)
+    # a repeated id keeps its first document, as `prime-retriever index` does, so the graph matches the index
+    docs, duplicates = unique_documents(read_corpus_jsonl(args.corpus))
     graph = LinkGraph.build(docs, max_links=args.max_links, show_progress=True)
     graph.save(args.out)
-    print(f"{args.out}: {len(docs)} documents, {len(graph)} link to others, {graph.num_links} links")
+    dup = f" ({duplicates} repeated ids skipped, the first kept)" if duplicates else ""
+    print(f"{args.out}: {len(docs)} documents{dup}, {len(graph)} link to others, {graph.num_links} links")
     return 0

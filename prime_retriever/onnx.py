@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 
 from prime_retriever.config import PredictorConfig
-from prime_retriever.errors import PredictorError
+from prime_retriever.errors import PredictorError, PrimeError
 from prime_retriever.fast import validate_arrays
 from prime_retriever.inference import ConfigDims
 from prime_retriever.predictor import EmbeddingPredictor
@@ -250,15 +252,26 @@ def check_parity(model: EmbeddingPredictor, predictor: OnnxPredictor, *, batch: 
 def run_cli(args: argparse.Namespace) -> int:
     from prime_retriever.checkpoint import load_checkpoint
 
+    target = Path(args.out)
+    if target.is_dir():
+        raise PrimeError(f"{target} is a directory: give the .onnx file to write")
     model = load_checkpoint(args.checkpoint).model
-    out = export_onnx(model, args.out, opset=args.opset)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # exported beside the target and renamed into place only once it passes: a failed export leaves nothing
+    work = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=target.parent))
+    try:
+        out = export_onnx(model, work / target.name, opset=args.opset)
+        if not args.no_check:
+            diff = check_parity(model, OnnxPredictor(out, model.config, optimize=False))
+            print(f"fp32 parity: max |onnx - torch| = {diff:.2e}")
+            if not math.isfinite(diff) or diff >= 1e-4:  # NaN compares False: a NaN model must fail too
+                raise PrimeError(f"fp32 parity check failed: max |onnx - torch| = {diff:.2e} (must be < 1e-4)")
+        for f in work.iterdir():  # the graph, and its <name>.data weights when stored beside it
+            os.replace(f, target.parent / f.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out = target
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset})")
-    if not args.no_check:
-        diff = check_parity(model, OnnxPredictor(out, model.config, optimize=False))
-        print(f"fp32 parity: max |onnx - torch| = {diff:.2e}")
-        if diff >= 1e-4:
-            print("error: fp32 parity check failed (>= 1e-4)")
-            return 1
     if args.int8:
         q = quantize_onnx_int8(out, out.with_name(out.stem + ".int8.onnx"))
         print(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB, int8 dynamic, per-channel)")

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from prime_retriever.cli_types import non_negative_int, positive_int, report_path
 from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
 from prime_retriever.link_graph import LinkExpansion, LinkGraph
@@ -146,7 +147,6 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     from prime_retriever.embedding_cache import CachedEncoder, EmbeddingCache
     from prime_retriever.encoders import HFTextEncoder
     from prime_retriever.indexing import index_documents
-    from prime_retriever.inference import EagerPredictor
     from prime_retriever.predictive_cache import PredictiveCache
     from prime_retriever.qdrant_store import QdrantStore
     from prime_retriever.retriever import PredictiveRetriever, make_backend, random_predictor
@@ -184,8 +184,9 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             predictor_desc += (f", link expansion ({model.config.link_candidates} candidates, "
                                f"{model.config.link_seeds} seed; graph {args.links or 'built from the corpus'})")
     else:
-        backend = EagerPredictor(random_predictor(raw.dim, perturb=0.002))
-        predictor_desc = "random-init small residual predictor (2 layers, hidden 128, output_proj std 0.002), eager"
+        backend = make_backend(random_predictor(raw.dim, perturb=0.002), args.backend)
+        predictor_desc = ("random-init small residual predictor (2 layers, hidden 128, output_proj std 0.002), "
+                          f"{args.backend}")
     print(f"predictor: {predictor_desc}", flush=True)
 
     # context / query embeddings of the benchmark queries (cached on disk too)
@@ -336,18 +337,18 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="link graph for a checkpoint trained with link expansion (default: built from the corpus)")
     parser.add_argument("--data-dir", default=None, help="data folder (default: $PRIME_DATA_DIR or ../shared/data)")
     parser.add_argument("--cache-dir", default=None, help="embedding cache folder (default: the user cache)")
-    parser.add_argument("--max-docs", type=int, default=0, help="cap the corpus (0: all paragraphs)")
-    parser.add_argument("--queries", type=int, default=500, help="multi_hop queries drawn")
-    parser.add_argument("--latency-queries", type=int, default=200, help="sequential searches for p50/p95")
-    parser.add_argument("--throughput-calls", type=int, default=640, help="searches in each throughput run")
-    parser.add_argument("--callers", type=int, default=64, help="concurrent callers in the throughput runs")
-    parser.add_argument("--max-batch-size", type=int, default=32, help="micro-batch size cap")
+    parser.add_argument("--max-docs", type=non_negative_int, default=0, help="cap the corpus (0: all paragraphs)")
+    parser.add_argument("--queries", type=positive_int, default=500, help="multi_hop queries drawn")
+    parser.add_argument("--latency-queries", type=positive_int, default=200, help="sequential searches for p50/p95")
+    parser.add_argument("--throughput-calls", type=positive_int, default=640, help="searches in each throughput run")
+    parser.add_argument("--callers", type=positive_int, default=64, help="concurrent callers in the throughput runs")
+    parser.add_argument("--max-batch-size", type=positive_int, default=32, help="micro-batch size cap")
     parser.add_argument("--batch-wait-ms", type=float, default=2.0, help="micro-batch window")
-    parser.add_argument("--cache-queries", type=int, default=200, help="sessions in the PREPARE-cache runs")
+    parser.add_argument("--cache-queries", type=positive_int, default=200, help="sessions in the PREPARE-cache runs")
     parser.add_argument("--threshold", type=float, default=0.9, help="PREPARE-cache cosine threshold")
-    parser.add_argument("-k", type=int, default=5, help="hits per search")
+    parser.add_argument("-k", type=positive_int, default=5, help="hits per search")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--json", type=report_path, default=None, help="also write the figures to this JSON file")
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -17,10 +17,11 @@ def test_bench_retriever_small(prime_data_dir: Path, tmp_path: Path, capsys: pyt
     rc = main([
         "bench-retriever", "--data-dir", str(prime_data_dir), "--max-docs", "300", "--queries", "24",
         "--latency-queries", "12", "--throughput-calls", "32", "--callers", "8", "--cache-queries", "12",
-        "--json", str(out),
+        "--json", str(out), "--backend", "onnx",  # honoured without --checkpoint too (it was ignored: eager)
     ])
     assert rc == 0
     figures = json.loads(out.read_text())
+    assert figures["predictor"].endswith(", onnx")
     text = capsys.readouterr().out
     assert "p50" in text and "p95" in text
     flat = json.dumps(figures)
