@@ -260,7 +260,10 @@ def run_cli(args: argparse.Namespace) -> int:
     # exported beside the target and renamed into place only once it passes: a failed export leaves nothing
     work = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=target.parent))
     try:
-        out = export_onnx(model, work / target.name, opset=args.opset)
+        try:
+            out = export_onnx(model, work / target.name, opset=args.opset)
+        except (RuntimeError, ValueError) as exc:  # e.g. an opset the exporter cannot target
+            raise PrimeError(f"ONNX export at opset {args.opset} failed: {' '.join(str(exc).split())[:300]}") from exc
         if not args.no_check:
             diff = check_parity(model, OnnxPredictor(out, model.config, optimize=False))
             print(f"fp32 parity: max |onnx - torch| = {diff:.2e}")

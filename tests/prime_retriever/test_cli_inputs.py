@@ -75,6 +75,9 @@ def test_export_onnx_refuses_a_nan_model_and_leaves_no_file(tmp_path: Path, caps
     assert list((tmp_path / "onnx").iterdir()) == []  # nothing renamed into place, no work folder left
     assert main(["export-onnx", str(tmp_path / "ck"), str(tmp_path / "onnx")]) == 1  # a directory
     assert "is a directory" in capsys.readouterr().err
+    assert main(["export-onnx", str(tmp_path / "ck"), str(out), "--opset", "99"]) == 1  # was a raw RuntimeError
+    assert "ONNX export at opset 99 failed" in capsys.readouterr().err
+    assert list((tmp_path / "onnx").iterdir()) == []
 
 
 def test_links_keeps_the_first_document_of_a_repeated_id_as_index_does(tmp_path: Path,
