@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
+from prime_retriever.atomic_file import write_bytes_atomic
 from prime_retriever.config import PredictorConfig
 from prime_retriever.errors import CheckpointError
 from prime_retriever.predictor import EmbeddingPredictor
@@ -108,19 +109,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(
     model: EmbeddingPredictor,
     path: str | Path,
@@ -159,7 +147,7 @@ def save_checkpoint(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _atomic_write_bytes(out / META_FILE, meta.model_dump_json(indent=2).encode())
+    write_bytes_atomic(out / META_FILE, meta.model_dump_json(indent=2).encode())
     return meta
 
 

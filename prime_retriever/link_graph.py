@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from prime_retriever.atomic_file import write_bytes_atomic
 from prime_retriever.cli_types import positive_int
 from prime_retriever.config import PredictorConfig
 from prime_retriever.documents import Document
@@ -176,12 +177,9 @@ class LinkGraph:
             "titles": [[list(k), list(v)] for k, v in sorted(self.titles.items())],
             "links": {k: list(v) for k, v in sorted(self.links.items())},
         }
-        tmp = p.with_suffix(p.suffix + ".tmp")
         try:
-            tmp.write_text(json.dumps(data), encoding="utf-8")
-            os.replace(tmp, p)
+            write_bytes_atomic(p, json.dumps(data).encode("utf-8"))
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise LinkGraphError(f"cannot write the link graph to {p}: {exc}") from exc
         return p
 

@@ -95,7 +95,7 @@ def test_links_keeps_the_first_document_of_a_repeated_id_as_index_does(tmp_path:
     (tmp_path / "dir").mkdir()
     assert main(["links", str(corpus), "--out", str(tmp_path / "dir")]) == 1  # raw IsADirectoryError before
     assert "cannot write the link graph" in capsys.readouterr().err
-    assert not (tmp_path / "dir.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "dir", "g.json"]  # no temporary file left
 
 
 def test_errors_print_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from prime_retriever.atomic_file import write_bytes_atomic
 
 METHOD_ORDER = ("query_baseline", "linear_adapter", "concat_baseline", "predictor")
 TABLE_METRICS = ("p@1", "p@5", "r@10", "allin@10", "mrr", "p50_ms")
@@ -67,9 +68,7 @@ def write_json(report: Mapping[str, Any], path: Path) -> None:
             return clean(x.item())
         return x
 
-    tmp = path.with_name(f".{path.name}.tmp")  # a failed or interrupted write leaves the old report whole
-    tmp.write_text(json.dumps(clean(report), indent=2))
-    os.replace(tmp, path)
+    write_bytes_atomic(path, json.dumps(clean(report), indent=2).encode("utf-8"))  # the old report, or the new
 
 
 def plot_recall(curves: Mapping[str, Mapping[str, np.ndarray]], path: Path) -> None:
