@@ -17,12 +17,11 @@ and ``scope`` optional).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from prime_retriever.atomic_file import write_lines_atomic
 from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
 from prime_retriever.indexing import read_corpus_jsonl
@@ -122,28 +121,15 @@ def example_record(ex: Example, *, extended: bool = False) -> dict[str, Any]:
     return rec
 
 
-def _atomic_write_lines(path: str | Path, lines: Iterable[str]) -> int:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for line in lines:
-                fh.write(line)
-                fh.write("\n")
-                n += 1
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return n
+def _write_lines(path: str | Path, lines: Iterable[str]) -> int:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_lines_atomic(path, lines)
 
 
 def write_examples(path: str | Path, examples: Iterable[Example], *, extended: bool = False) -> int:
     """Write examples (atomically); returns the number of lines written."""
-    return _atomic_write_lines(path, (json.dumps(example_record(e, extended=extended), ensure_ascii=False)
-                                      for e in examples))
+    return _write_lines(path, (json.dumps(example_record(e, extended=extended), ensure_ascii=False)
+                               for e in examples))
 
 
 def corpus_record(d: Document) -> dict[str, str]:
@@ -156,7 +142,7 @@ def corpus_record(d: Document) -> dict[str, str]:
 
 def write_corpus(path: str | Path, corpus: Iterable[Document]) -> int:
     """Write documents (atomically); returns the number of lines written."""
-    return _atomic_write_lines(path, (json.dumps(corpus_record(d), ensure_ascii=False) for d in corpus))
+    return _write_lines(path, (json.dumps(corpus_record(d), ensure_ascii=False) for d in corpus))
 
 
 def write_generic(dataset: Dataset, examples_path: str | Path, corpus_path: str | Path, *,
