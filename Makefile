@@ -23,7 +23,7 @@ install: $(BIN)/prime-retriever
 
 lint: install
 	$(BIN)/ruff check prime_retriever training tests integration_tests
-	$(BIN)/mypy --strict prime_retriever training
+	$(BIN)/mypy --strict prime_retriever training tests integration_tests
 
 unit: install
 	$(BIN)/pytest tests -q --cov=prime_retriever --cov-report=term --cov-fail-under=85

@@ -600,7 +600,7 @@ class PredictiveRetriever:
 
     def _request(
         self, kind: Literal["search", "prepare"], context: ContextInput, query: QueryInput | None, k: int,
-        flt: Any, exclude_ids: Sequence[str], session_id: str | None,
+        flt: Any, exclude_ids: Iterable[str], session_id: str | None,
     ) -> _Request:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise PredictorError(f"k must be an integer >= 1; got {k!r}")
@@ -609,10 +609,12 @@ class PredictiveRetriever:
         if flt is not None and not isinstance(flt, models.Filter):
             raise PredictorError(f"filter must be a qdrant_client.models.Filter or None; got {type(flt).__name__}")
         if isinstance(exclude_ids, str | bytes) or not isinstance(exclude_ids, Iterable):
-            raise PredictorError(f"exclude_ids must be a sequence of str doc ids; got {type(exclude_ids).__name__}")
+            raise PredictorError(
+                f"exclude_ids must be an iterable of str doc ids (not one str); got {type(exclude_ids).__name__}"
+            )
         excluded = tuple(exclude_ids)  # once: an iterator must not be used up by the check below
         if not all(isinstance(x, str) for x in excluded):
-            raise PredictorError("exclude_ids must be a sequence of str doc ids")
+            raise PredictorError("exclude_ids must be an iterable of str doc ids")
         ctx_texts, ctx_vecs = self._context(context)
         if query is None:  # PREPARE: the last turn stands in for the query
             q_text = ctx_texts[-1] if ctx_texts is not None else None
@@ -630,7 +632,7 @@ class PredictiveRetriever:
         k: int = 5,
         filter: Any = None,
         session_id: str | None = None,
-        exclude_ids: Sequence[str] = (),
+        exclude_ids: Iterable[str] = (),
     ) -> SearchResult:
         """The ``k`` documents nearest to the predicted ideal context, best first.
 
@@ -656,7 +658,7 @@ class PredictiveRetriever:
                             latency_s=latency)
 
     async def search_baseline(
-        self, query: QueryInput, k: int = 5, filter: Any = None, exclude_ids: Sequence[str] = ()
+        self, query: QueryInput, k: int = 5, filter: Any = None, exclude_ids: Iterable[str] = ()
     ) -> SearchResult:
         """Search with the raw query embedding (no predictor, no batching, no cache): the benchmark baseline."""
         req = self._request("search", "baseline", query, k, filter, exclude_ids, None)
@@ -682,7 +684,7 @@ class PredictiveRetriever:
         query: QueryInput | None = None,
         k: int | None = None,
         filter: Any = None,
-        exclude_ids: Sequence[str] = (),
+        exclude_ids: Iterable[str] = (),
     ) -> SearchResult:
         """PREPARE state: predict from the context alone, search, and cache (prediction, hits) for ``session_id``.
 
@@ -706,7 +708,7 @@ class PredictiveRetriever:
 
     def _prepare_request(
         self, session_id: str, context: ContextInput, *, query: QueryInput | None = None, k: int | None = None,
-        filter: Any = None, exclude_ids: Sequence[str] = (),
+        filter: Any = None, exclude_ids: Iterable[str] = (),
     ) -> _Request:
         """The validated request of :meth:`prepare` (``k`` defaults to ``prepare_k``)."""
         if not isinstance(session_id, str) or not session_id:

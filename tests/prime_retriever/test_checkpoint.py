@@ -87,7 +87,7 @@ def test_provenance_rejects_examples() -> None:
     with pytest.raises(ValidationError):
         Provenance(examples=["who wrote X?"])  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
-        Provenance(metrics={"q": "a training question"})  # type: ignore[dict-item]
+        Provenance(metrics={"q": "a training question"})
 
 
 def test_encoder_dim_mismatch(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_frozen() -> None:
 )
 def test_invalid_predictor_config(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        PredictorConfig(**kwargs)  # type: ignore[arg-type]
+        PredictorConfig(**kwargs)
 
 
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead", "max-autotune"])
@@ -59,7 +59,7 @@ def test_compile_modes_accepted(mode: str) -> None:
 )
 def test_invalid_training_config(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
-        TrainingConfig(**kwargs)  # type: ignore[arg-type]
+        TrainingConfig(**kwargs)
 
 
 def test_json_round_trip() -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -224,10 +225,10 @@ def test_compact_keeps_a_shard_it_could_not_open(tmp_path: Path, monkeypatch: py
     real_load = np.load
     (first, _) = sorted(writer.directory("enc", 4).glob("shard-*.npz"))
 
-    def flaky_load(file: object, *args: object, **kwargs: object) -> object:
+    def flaky_load(file: Any, *args: Any, **kwargs: Any) -> Any:
         if Path(str(file)) == first:
             raise OSError(24, "Too many open files")
-        return real_load(file, *args, **kwargs)  # type: ignore[call-overload]
+        return real_load(file, *args, **kwargs)
 
     cache = EmbeddingCache(tmp_path)
     monkeypatch.setattr(np, "load", flaky_load)

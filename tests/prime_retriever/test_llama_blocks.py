@@ -48,6 +48,7 @@ def _model(path: Path, layers: tuple[int, int] = (2, 4)) -> EmbeddingPredictor:
 
 def test_weights_really_copy(tiny_llama: Path) -> None:
     from safetensors.torch import load_file
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
     model = _model(tiny_llama)
     src = load_file(str(next(tiny_llama.glob("*.safetensors"))))
@@ -58,7 +59,9 @@ def test_weights_really_copy(tiny_llama: Path) -> None:
         for name, param in block.layer.state_dict().items():
             assert torch.equal(param, src[f"{prefix}layers.{2 + i}.{name}"]), name
     # GQA: 2 kv heads of 16 dims
-    assert model.layers[0].layer.self_attn.k_proj.weight.shape == (32, 64)
+    first = model.layers[0]
+    assert isinstance(first, LlamaBlock) and isinstance(first.layer, LlamaDecoderLayer)
+    assert first.layer.self_attn.k_proj.weight.shape == (32, 64)
 
 
 def test_output_is_bidirectional(tiny_llama: Path) -> None:

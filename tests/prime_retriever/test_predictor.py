@@ -21,7 +21,7 @@ def small_config(**kw: object) -> PredictorConfig:
         "max_context_length": 6,
     }
     base.update(kw)
-    return PredictorConfig(**base)  # type: ignore[arg-type]
+    return PredictorConfig(**base)
 
 
 def model(**kw: object) -> EmbeddingPredictor:
@@ -61,7 +61,7 @@ def test_gradient_flow() -> None:
     out = m.predict(ctx, q)
     target = F.normalize(torch.randn(8, D), dim=-1)
     loss = -(out.embedding * target).sum() + F.binary_cross_entropy_with_logits(out.confidence_logit, torch.ones(8))
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     for name, p in m.named_parameters():
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
@@ -152,7 +152,7 @@ def test_block_is_pre_norm() -> None:
 # ----------------------------------------------------------------------------- bad input
 def _err(m: EmbeddingPredictor, ctx: object, q: object, mask: object = None) -> str:
     with pytest.raises(PredictorError) as e:
-        m(ctx, q, mask)  # type: ignore[arg-type]
+        m(ctx, q, mask)
     return str(e.value)
 
 

@@ -90,6 +90,9 @@ class WrappedStore:
     async def existing_ids(self, ids: Sequence[str]) -> set[str]:
         return await self.inner.existing_ids(ids)
 
+    async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        return await self.inner.get_vectors(ids)
+
     async def close(self) -> None:
         self.calls.append("close")
         await self.inner.close()

@@ -110,10 +110,10 @@ def test_example_refuses_a_bare_string_where_a_sequence_belongs() -> None:
     with pytest.raises(DataError, match="positive_ids must be a sequence of strings"):
         Example(id="a", context=("c",), query="q", positive_ids="d1")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="every element of context must be a string"):
-        Example(id="a", context=["c", None], query="q", positive_ids=("d",))  # type: ignore[list-item]
+        Example(id="a", context=["c", None], query="q", positive_ids=("d",))  # type: ignore[arg-type]
     with pytest.raises(DataError, match="query must be a string"):
         Example(id="a", context=("c",), query=None, positive_ids=("d",))  # type: ignore[arg-type]
-    assert Example(id="a", context=["c"], query="q", positive_ids=["d"]).context == ("c",)  # lists become tuples
+    assert Example(id="a", context=["c"], query="q", positive_ids=["d"]).context == ("c",)  # type: ignore[arg-type]  # lists become tuples
 
 
 def test_merge_keeps_both_texts_of_a_clashing_id() -> None:

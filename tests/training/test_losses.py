@@ -180,7 +180,7 @@ def test_projnce_adjustment_pushes_positive_and_pulls_negative_projections() -> 
     gp = torch.tensor([[1.0, 0.0], [0.5, 0.5]], requires_grad=True)
     gm = torch.tensor([[0.5, 0.5], [0.0, 1.0]], requires_grad=True)
     _, adj = ProjNCELoss(temperature=1.0).terms(f, gp, gm)
-    adj.backward()
+    adj.backward()  # type: ignore[no-untyped-call]
     assert gp.grad is not None and gm.grad is not None
     # row i = 0 (f = e1), k = 1: descending -grad moves g+(c_1) away from e1 ...
     assert float(gp.grad[1] @ f[0]) > 0

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pytest
 
@@ -36,8 +38,8 @@ def test_summarize_keys_and_values() -> None:
     s = summarize(RANKED, GOLD, [1.0, 3.0, 2.0])
     assert s["p@5"] == pytest.approx(0.1) and s["mrr"] == pytest.approx((0.5 + 1 / 6) / 2)
     assert s["p50_ms"] == 2.0 and s["r@10"] == 1.0 and s["allin@10"] == 1.0
-    lo, hi = s["p@5_ci"]  # type: ignore[misc]
-    assert lo <= s["p@5"] <= hi
+    lo, hi = cast(list[float], s["p@5_ci"])
+    assert lo <= cast(float, s["p@5"]) <= hi
 
 
 def test_bootstrap_ci_brackets_mean_and_shrinks() -> None:
