@@ -6,7 +6,8 @@ top hit, and the predictor has to tell it apart from the hit's other out-links. 
 gives the same task without labels. For a link A → B (A's text mentions B's title) and the first
 sentence s of A that mentions B:
 
-* query (and the one context turn, as a ``first_hop`` example has) = s with B's title cut out;
+* query (and the one context turn, as a ``first_hop`` example has) = s with B's title cut out
+  (:func:`mask_title`; if fewer than 4 words are left, the link gives no example);
 * positives = A and B.
 
 So the query still points at A, B is reachable only through A's out-links (unless s names it
