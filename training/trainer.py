@@ -127,19 +127,22 @@ class BestCheckpoint(Callback):
         )
         self.saved = True
 
+    def offer(self, value: float, metrics: dict[str, float], trainer: L.Trainer, module: PredictorModule, *,
+              save: bool = True) -> None:
+        """Keep ``metrics`` as the best, and save the model when ``save``, if ``value`` (the monitor) beats the best."""
+        if self.best is None or value > self.best:
+            self.best, self.best_metrics = value, dict(metrics)
+            if save:
+                self.save(trainer, module, self.best_metrics)
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not isinstance(pl_module, PredictorModule):
             return
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
             return
-        v = float(value)
-        if self.best is None or v > self.best:
-            self.best = v
-            self.best_metrics = {k: float(t) for k, t in trainer.callback_metrics.items()
-                                 if k.startswith("val_")}
-            if trainer.is_global_zero:
-                self.save(trainer, pl_module, self.best_metrics)
+        metrics = {k: float(t) for k, t in trainer.callback_metrics.items() if k.startswith("val_")}
+        self.offer(float(value), metrics, trainer, pl_module, save=trainer.is_global_zero)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (self.best is None and self.save_last_if_no_val and trainer.is_global_zero
@@ -369,9 +372,7 @@ def train_predictor(
         scores = evaluate_retrieval(module.model, val_set, module.validation_corpus())
         final = {f"val_{k}": v for k, v in scores.items()}
         module.history.append({"step": float(trainer.global_step), **final})
-        if ckpt_cb.best is None or final[ckpt_cb.monitor] > ckpt_cb.best:
-            ckpt_cb.best, ckpt_cb.best_metrics = final[ckpt_cb.monitor], final
-            ckpt_cb.save(trainer, module, final)
+        ckpt_cb.offer(final[ckpt_cb.monitor], final, trainer, module)
     tail = thr.losses[-max(steps_per_epoch, 1):]
     final_loss = sum(tail) / len(tail) if tail else float("nan")
     return TrainResult(
