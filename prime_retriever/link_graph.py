@@ -39,9 +39,9 @@ from prime_retriever.config import PredictorConfig
 from prime_retriever.documents import Document
 from prime_retriever.errors import PrimeError
 
-__all__ = ["LinkExpansion", "LinkGraph", "LinkGraphError", "normalize_title"]
+__all__ = ["WORD", "LinkExpansion", "LinkGraph", "LinkGraphError", "normalize_title", "title_words"]
 
-_WORD = re.compile(r"\w+")
+WORD = re.compile(r"\w+")  # a word of a title or a text
 _QUALIFIER = re.compile(r"\s*\(.*?\)\s*")
 FORMAT_VERSION = 1
 
@@ -55,8 +55,12 @@ def normalize_title(title: str) -> str:
     return _QUALIFIER.sub(" ", title).strip().lower()
 
 
-def _key(title: str) -> tuple[str, ...]:
-    return tuple(_WORD.findall(normalize_title(title)))
+def title_words(title: str) -> tuple[str, ...]:
+    """The words a mention of ``title`` must match: ``"Michael Jackson (writer)"`` → ``("michael", "jackson")``.
+
+    Words are ``WORD`` matches (``\\w+``) of the lower-cased text, as :meth:`LinkGraph.mentions` reads them.
+    """
+    return tuple(WORD.findall(normalize_title(title)))
 
 
 @dataclass
@@ -96,7 +100,7 @@ class LinkGraph:
             norm = normalize_title(d.title)
             if len(norm) < min_title_chars or norm.isdigit():
                 continue
-            titles.setdefault(_key(d.title), []).append(d.id)
+            titles.setdefault(title_words(d.title), []).append(d.id)
         named = {k: tuple(v) for k, v in titles.items() if len(v) <= max_links}  # else: a name, not an entity
         finder = cls(named, {}, max_links, min_title_chars)
         it: Iterable[Document] = docs
@@ -114,7 +118,7 @@ class LinkGraph:
         common = {k for k, n in df.items() if n > cap}  # "Time", "Will", "Yeah!": words, not hops
         graph = cls({k: v for k, v in named.items() if k not in common}, {}, max_links, min_title_chars)
         for d, found in zip(docs, mentioned, strict=True):
-            same = {d.id, *graph.titles.get(_key(d.title), ())}  # itself and namesakes are no hop
+            same = {d.id, *graph.titles.get(title_words(d.title), ())}  # itself and namesakes are no hop
             found = [x for x in found if x not in same and key_of[x] not in common]
             if 0 < len(found) <= max_links:
                 graph.links[d.id] = tuple(found)
@@ -122,7 +126,7 @@ class LinkGraph:
 
     def mentions(self, text: str) -> list[str]:
         """Ids of the documents whose (normalised) titles occur in ``text``, in order of first mention."""
-        words = _WORD.findall(text.lower())
+        words = WORD.findall(text.lower())
         out: dict[str, None] = {}
         for i in range(len(words)):
             for n in range(1, min(self._longest, len(words) - i) + 1):

@@ -19,17 +19,15 @@ eval questions' gold documents), as A or as B.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Collection, Mapping
 
 from prime_retriever.documents import Document
-from prime_retriever.link_graph import LinkGraph, normalize_title
+from prime_retriever.link_graph import WORD, LinkGraph, title_words
 from training.data.examples import FIRST_HOP, Example, split_sentences
 
 __all__ = ["BRIDGE_SOURCE", "bridge_examples", "mask_title"]
 
 BRIDGE_SOURCE = "bridge"
-_WORD = re.compile(r"\w+")
 _MIN_WORDS = 4  # a masked sentence shorter than this says too little to pick B
 
 
@@ -41,10 +39,10 @@ def mask_title(sentence: str, title: str) -> str | None:
     "Casino Royale" are no mentions of "Atom" and "Casino (1995 film)", nor is "stripped-down" of
     "Stripped (tour)". None if there is no clean mention.
     """
-    key = _WORD.findall(normalize_title(title))
+    key = list(title_words(title))
     if not key:
         return None
-    words = list(_WORD.finditer(sentence))
+    words = list(WORD.finditer(sentence))
     low = [w.group().lower() for w in words]
 
     def capital_neighbour(j: int, gap: str) -> bool:
@@ -86,10 +84,10 @@ def bridge_examples(
             if b is None or b.scope or b_id in skip:
                 continue
             for s in sentences:
-                masked = mask_title(s, b.title or b.id)
+                masked = mask_title(s, b.title)  # a link target always has a title
                 if masked is None:
                     continue
-                if len(_WORD.findall(masked)) >= _MIN_WORDS:
+                if len(WORD.findall(masked)) >= _MIN_WORDS:
                     found.append(Example(
                         id=f"{BRIDGE_SOURCE}:{a_id}->{b_id}", context=(masked,), query=masked,
                         positive_ids=(a_id, b_id), framing=FIRST_HOP, source=BRIDGE_SOURCE,

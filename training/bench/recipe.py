@@ -114,15 +114,14 @@ def train_with_recipe(
     """Train the predictor and the linear adapter on the suite's train side; return (checkpoint, adapter, info)."""
     examples = training_examples(suite, recipe)
     config = recipe.predictor_config(encoder.dim)
-    if graph is None and config.link_candidates:
+    if graph is None and (config.link_candidates or recipe.bridge_pairs):
         graph = LinkGraph.build(suite.corpus.values())
     expansion = None if graph is None else LinkExpansion.for_config(config, graph)
     train, val = split_examples(examples, recipe.val_fraction, salt=f"bench-val-{seed}")
     # the checkpoint's provenance: the datasets trained on (not the eval-only ones), each with its count
     names = {n: c["train"] for n, c in sorted(suite.sources.items()) if c.get("train")}
     if recipe.bridge_pairs:  # train side only: validation stays on real questions
-        if graph is None:
-            graph = LinkGraph.build(suite.corpus.values())
+        assert graph is not None  # built above
         bridges = suite_bridge_examples(suite, graph, limit=recipe.bridge_pairs, seed=seed)
         train = [*train, *bridges]
         names[BRIDGE_SOURCE] = len(bridges)
