@@ -24,7 +24,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
 from torch.utils.data import DataLoader
 
 from prime_retriever.checkpoint import DatasetInfo, EncoderInfo, Provenance, save_checkpoint
@@ -45,7 +45,8 @@ from training.training_set import (
     index_dataset,
 )
 
-__all__ = ["BestCheckpoint", "TrainResult", "add_cli_arguments", "resolve_precision", "run_cli", "train_predictor"]
+__all__ = ["BestCheckpoint", "TrainResult", "add_cli_arguments", "resolve_precision", "run_cli", "stop_reason",
+           "train_predictor"]
 
 Y_ENCODER_DIR = "y_encoder"
 
@@ -64,6 +65,9 @@ class TrainResult:
     epochs: int
     train_seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    # why the fit ended: "early_stopping", "max_epochs", "max_steps" or "time_budget". Only the last
+    # depends on the machine's speed: a run it stopped may not give the same numbers twice.
+    stop_reason: str = "max_epochs"
 
 
 class _TrainCollator:
@@ -189,6 +193,19 @@ class _ReleaseProcessGroup(Callback):
         if self.owned and dist.is_available() and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+def stop_reason(trainer: L.Trainer, timer: Timer | None, *, max_steps: int | None, max_epochs: int) -> str:
+    """Why ``trainer.fit`` ended: ``"time_budget"`` (``timer`` ran out), ``"max_steps"``, ``"max_epochs"``,
+    else ``"early_stopping"`` (nothing else ends a fit before its limits)."""
+    remaining = timer.time_remaining() if timer is not None else None
+    if remaining is not None and remaining <= 0:
+        return "time_budget"
+    if max_steps is not None and trainer.global_step >= max_steps:
+        return "max_steps"
+    if max_steps is None and trainer.current_epoch >= max_epochs:
+        return "max_epochs"
+    return "early_stopping"
 
 
 def resolve_precision(training_config: TrainingConfig, accelerator: str, precision: str | None) -> str:
@@ -337,6 +354,9 @@ def train_predictor(
     thr = _Throughput()
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     callbacks: list[Callback] = [ckpt_cb, thr, _ReleaseProcessGroup(owned=owns_group)]
+    timer = Timer(dt.timedelta(seconds=time_budget_s), interval="step") if time_budget_s is not None else None
+    if timer is not None:
+        callbacks.append(timer)
     if val_set is not None and patience > 0:
         callbacks.append(EarlyStopping(monitor="val_mrr", mode="max", patience=patience, strict=False))
     logs = Path(log_dir) if log_dir is not None else out.with_name(out.name + ".logs")
@@ -358,13 +378,17 @@ def train_predictor(
         precision=resolve_precision(training_config, accelerator, precision),  # type: ignore[arg-type]
         max_epochs=training_config.num_epochs if max_steps is None else -1,
         max_steps=max_steps if max_steps is not None else -1,
-        max_time=dt.timedelta(seconds=time_budget_s) if time_budget_s is not None else None,
         callbacks=callbacks, logger=pl_logger, enable_progress_bar=progress_bar,
         enable_checkpointing=False, num_sanity_val_steps=0, deterministic=True,
         log_every_n_steps=min(10, steps_per_epoch), enable_model_summary=verbose,
         limit_val_batches=1.0 if val_loader is not None else 0,
     )
     trainer.fit(module, train_loader, val_loader)
+    reason = stop_reason(trainer, timer, max_steps=max_steps, max_epochs=training_config.num_epochs)
+    if trainer.global_step == 0 and not ckpt_cb.saved and trainer.is_global_zero:
+        # stopped before its first step (a spent time budget; Lightning then skips on_train_end too) with no
+        # validation to seed the checkpoint: keep the untrained model, as a run without validation keeps its last
+        ckpt_cb.save(trainer, module, ckpt_cb.best_metrics)
     if (val_set is not None and trainer.world_size == 1 and trainer.global_step > 0
             and (not module.history or module.history[-1]["step"] != trainer.global_step)):
         # max_steps / time_budget_s stopped mid-epoch: validate the final weights too, so the steps
@@ -386,6 +410,7 @@ def train_predictor(
         epochs=trainer.current_epoch,
         train_seconds=thr.seconds,
         history=list(module.history),
+        stop_reason=reason,
     )
 
 
@@ -579,7 +604,10 @@ def run_cli(args: argparse.Namespace) -> int:
         expansion=expansion, mined_negatives=args.mined_negatives, query_only=args.query_only,
     )
     print()
-    print(f"steps: {res.steps} ({res.epochs} epochs), checkpoint: {res.checkpoint_path}")
+    print(f"steps: {res.steps} ({res.epochs} epochs, stopped by {res.stop_reason}), checkpoint: {res.checkpoint_path}")
+    if res.stop_reason == "time_budget":
+        print(f"warning: --time-budget ({args.time_budget:g} s) ended the run: on a faster or idler machine the "
+              "same seed trains further and gives other numbers", flush=True)
     print(f"final InfoNCE loss: {res.final_train_loss:.4f}")
     print(f"training throughput: {res.samples_per_second:.1f} samples/s")
     if res.best_metrics:

@@ -94,6 +94,24 @@ def test_bench_into_the_same_out_searches_only_the_new_corpus(
     assert _store_size(out / "store") == n_small
 
 
+@pytest.mark.slow
+def test_bench_says_when_its_time_budget_ended_training(
+    prime_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a budget already spent stops training before its first step on any machine: the report says so, and the
+    # run warns that its numbers depend on the machine's speed
+    small = tmp_path / "small"
+    write_msmarco(prime_data_dir / "hotpotqa" / "ircot_dev500.jsonl", small, n_questions=20)
+    out = tmp_path / "out"
+    rc = main(["bench", "--dataset", "msmarco", "--msmarco-dir", str(small), "--out", str(out), "--store", "local",
+               "--num-epochs", "2", "--time-budget-s", "0"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (report["training"]["stop_reason"], report["training"]["steps"]) == ("time_budget", 0)
+    assert "warning: the recipe's time budget (0 s) ended training" in capsys.readouterr().out
+    assert (out / "checkpoint" / "meta.json").is_file()  # the untrained (query-baseline) model is what was kept
+
+
 def _copy_checkpoint(src: Path, dst: Path, **meta_changes: Any) -> Path:
     shutil.copytree(src, dst)
     meta = json.loads((dst / "meta.json").read_text())

@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -118,6 +119,24 @@ def test_a_run_stopped_mid_epoch_validates_its_final_weights(tmp_path: Path) -> 
     if best["val_mrr"] > res.initial_metrics["mrr"]:
         assert read_meta(tmp_path / "ck").provenance.hyperparameters["global_step"] == int(best["step"])
     assert res.best_metrics["val_mrr"] == pytest.approx(max(res.initial_metrics["mrr"], best["val_mrr"]))
+
+
+def test_stop_reason_names_what_ended_the_run(tmp_path: Path) -> None:
+    train, val, corpus = toy_data()  # 80 rows, batch 16: 5 steps an epoch
+    cfg, tc = toy_configs()  # 2 epochs
+    quiet: dict[str, Any] = {"progress_bar": False, "verbose": False, "logger": None}
+    assert train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "a", max_steps=3,
+                           **quiet).stop_reason == "max_steps"
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "b", patience=0, **quiet)
+    assert (res.stop_reason, res.steps) == ("max_epochs", 10)
+    # a budget already spent: the Timer stops the fit before its first step, whatever the machine's speed;
+    # without validation to seed it, the checkpoint is still written (the untrained model)
+    res = train_predictor(train, [], corpus, ToyEncoder(), cfg, tc, tmp_path / "c", time_budget_s=0.0, **quiet)
+    assert (res.stop_reason, res.steps, res.checkpoint_path) == ("time_budget", 0, tmp_path / "c")
+    assert load_checkpoint(tmp_path / "c").model.config == cfg
+    long = tc.model_copy(update={"num_epochs": 60})
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, long, tmp_path / "d", patience=1, **quiet)
+    assert res.stop_reason == "early_stopping" and res.steps < 60 * 5
 
 
 @pytest.mark.parametrize(("name", "text", "message"), [

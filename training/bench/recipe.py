@@ -154,6 +154,7 @@ def train_with_recipe(
         "steps": result.steps,
         "epochs": result.epochs,
         "train_seconds": result.train_seconds,
+        "stop_reason": result.stop_reason,
         "val_best": result.best_metrics,
         "val_initial": result.initial_metrics,
         "val_query_baseline": result.baseline_metrics,

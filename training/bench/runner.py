@@ -325,6 +325,9 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions) -> dict[str, Any]:
     if unseen_parts:
         print("goals on the datasets the training never saw:")
         print("\n".join(goal_lines(unseen_parts)))
+    if train_info.get("stop_reason") == "time_budget":
+        print(f"\nwarning: the recipe's time budget ({opts.recipe.time_budget_s:g} s) ended training: on a faster or "
+              "idler machine the same seed trains further and gives other numbers (raise --time-budget-s)")
     print(
         f"\nwrote {out / 'report.json'} and {out / 'recall_at_k.png'} "
         f"({report['seconds']['total']:.0f} s: encode {t_encode:.0f}, train {t_train:.0f}, "
