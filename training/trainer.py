@@ -46,7 +46,7 @@ from training.training_set import (
 )
 
 __all__ = ["BestCheckpoint", "TrainResult", "add_cli_arguments", "resolve_precision", "run_cli", "stop_reason",
-           "train_predictor"]
+           "time_budget_warning", "train_predictor"]
 
 Y_ENCODER_DIR = "y_encoder"
 
@@ -206,6 +206,12 @@ def stop_reason(trainer: L.Trainer, timer: Timer | None, *, max_steps: int | Non
     if max_steps is None and trainer.current_epoch >= max_epochs:
         return "max_epochs"
     return "early_stopping"
+
+
+def time_budget_warning(budget_s: float, flag: str) -> str:
+    """The line printed when a run's time budget, not its schedule or early stopping, ended training."""
+    return (f"warning: the time budget ({budget_s:g} s, {flag}) ended training: on a faster or idler machine the "
+            "same seed trains further and gives other numbers")
 
 
 def resolve_precision(training_config: TrainingConfig, accelerator: str, precision: str | None) -> str:
@@ -606,8 +612,7 @@ def run_cli(args: argparse.Namespace) -> int:
     print()
     print(f"steps: {res.steps} ({res.epochs} epochs, stopped by {res.stop_reason}), checkpoint: {res.checkpoint_path}")
     if res.stop_reason == "time_budget":
-        print(f"warning: --time-budget ({args.time_budget:g} s) ended the run: on a faster or idler machine the "
-              "same seed trains further and gives other numbers", flush=True)
+        print(time_budget_warning(args.time_budget, "--time-budget"), flush=True)
     print(f"final InfoNCE loss: {res.final_train_loss:.4f}")
     print(f"training throughput: {res.samples_per_second:.1f} samples/s")
     if res.best_metrics:

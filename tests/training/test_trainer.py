@@ -223,3 +223,20 @@ def test_cli_trains_with_link_expansion_and_saves_the_graph(tmp_path: Path,
     assert main(["train", "--data", str(DATA / "hotpotqa" / "hipporag_train100.json"), "--limit", "20",
               "--out", str(tmp_path / "ck2"), "--link-candidates", "4", "--links", str(tmp_path / "bad.json")]) == 1
     assert "format version" in capsys.readouterr().err and not (tmp_path / "ck2").exists()
+
+
+@pytest.mark.skipif(not (DATA / "hotpotqa").is_dir(), reason="shared HotpotQA data not available")
+def test_cli_says_why_training_stopped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from prime_retriever.cli import main
+
+    common = ["train", "--data", str(DATA / "hotpotqa" / "hipporag_train100.json"), "--limit", "30",
+              "--hidden-dim", "32", "--num-heads", "2", "--num-layers", "1", "--batch-size", "8",
+              "--mixed-precision", "false", "--no-progress", "--threads", "1"]
+    assert main([*common, "--out", str(tmp_path / "a"), "--max-steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "stopped by max_steps" in out and "warning" not in out
+    # a budget already spent ends the run before its first step on any machine: the CLI says so, and keeps a checkpoint
+    assert main([*common, "--out", str(tmp_path / "b"), "--time-budget", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "stopped by time_budget" in out and "warning: the time budget (0 s, --time-budget) ended training" in out
+    assert load_checkpoint(tmp_path / "b").meta.provenance.hyperparameters["global_step"] == 0

@@ -34,6 +34,7 @@ from training.bench.suite import BenchSuite
 from training.data import EncodedCorpus, Example
 from training.data.examples import MULTI_HOP
 from training.metrics import auroc, paired_bootstrap_ci, precision_at_k, recall_curve, reciprocal_rank, summarize
+from training.trainer import time_budget_warning
 
 K_EVAL = 100
 CONCAT_FRAMINGS = ("multi_hop", "given")
@@ -326,8 +327,7 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions) -> dict[str, Any]:
         print("goals on the datasets the training never saw:")
         print("\n".join(goal_lines(unseen_parts)))
     if train_info.get("stop_reason") == "time_budget":
-        print(f"\nwarning: the recipe's time budget ({opts.recipe.time_budget_s:g} s) ended training: on a faster or "
-              "idler machine the same seed trains further and gives other numbers (raise --time-budget-s)")
+        print("\n" + time_budget_warning(opts.recipe.time_budget_s, "--time-budget-s"))
     print(
         f"\nwrote {out / 'report.json'} and {out / 'recall_at_k.png'} "
         f"({report['seconds']['total']:.0f} s: encode {t_encode:.0f}, train {t_train:.0f}, "
