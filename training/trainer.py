@@ -391,10 +391,10 @@ def train_predictor(
     )
     trainer.fit(module, train_loader, val_loader)
     reason = stop_reason(trainer, timer, max_steps=max_steps, max_epochs=training_config.num_epochs)
-    if trainer.global_step == 0 and not ckpt_cb.saved and trainer.is_global_zero:
-        # stopped before its first step (a spent time budget; Lightning then skips on_train_end too) with no
-        # validation to seed the checkpoint: keep the untrained model, as a run without validation keeps its last
-        ckpt_cb.save(trainer, module, ckpt_cb.best_metrics)
+    if trainer.global_step == 0 and not ckpt_cb.saved:
+        # stopped before its first step (a spent time budget): Lightning then skips on_train_end, which keeps
+        # a run without validation's last (here: untrained) model, so run that rule here
+        ckpt_cb.on_train_end(trainer, module)
     if (val_set is not None and trainer.world_size == 1 and trainer.global_step > 0
             and (not module.history or module.history[-1]["step"] != trainer.global_step)):
         # max_steps / time_budget_s stopped mid-epoch: validate the final weights too, so the steps
