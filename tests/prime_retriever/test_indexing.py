@@ -14,6 +14,7 @@ from prime_retriever import cli
 from prime_retriever.documents import Document
 from prime_retriever.edge_store import EdgeStore
 from prime_retriever.embedding_cache import CachedEncoder
+from prime_retriever.encoders import HFTextEncoder
 from prime_retriever.errors import DataError, StoreError
 from prime_retriever.indexing import index_documents, read_corpus_jsonl
 from prime_retriever.qdrant_store import QdrantStore
@@ -156,7 +157,13 @@ def test_index_cli(
     # the CLI builds its encoder with HFTextEncoder(): hand it the already-loaded one
     import prime_retriever.encoders as encoders
 
-    monkeypatch.setattr(encoders, "HFTextEncoder", lambda model=None: shared_encoder())
+    asked: list[str | None] = []
+
+    def loaded_encoder(model: str | None = None) -> HFTextEncoder:
+        asked.append(model)  # what the command asked for: the bundled model unless --encoder says
+        return shared_encoder()
+
+    monkeypatch.setattr(encoders, "HFTextEncoder", loaded_encoder)
     argv = [
         "index",
         "--corpus",
@@ -172,6 +179,7 @@ def test_index_cli(
     assert cli.main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["indexed"] == 25 and report["count_after"] == 25
+    assert asked == [None]
     assert cli.main(argv) == 0  # re-run: nothing to do
     report = json.loads(capsys.readouterr().out)
     assert report["indexed"] == 0 and report["skipped_existing"] == 25 and report["count_after"] == 25

@@ -21,11 +21,11 @@ import pytest
 from qdrant_client import models
 
 from prime_retriever.edge_store import EdgeStore
-from prime_retriever.errors import PredictorError, RetrieverError, StoreError
+from prime_retriever.errors import EncoderError, PredictorError, RetrieverError, StoreError
 from prime_retriever.inference import EagerPredictor
 from prime_retriever.link_graph import LinkExpansion, LinkGraph
 from prime_retriever.qdrant_store import QdrantStore
-from prime_retriever.retriever import PredictiveRetriever, RetryPolicy, SearchResult
+from prime_retriever.retriever import PredictiveRetriever, RetryPolicy, SearchResult, make_backend, open_store
 from prime_retriever.store import ScoredDoc, StoreUnavailableError, point_id
 from tests.prime_retriever.test_retriever import (
     assert_same_hits,
@@ -338,6 +338,8 @@ async def test_cancelling_callers_mid_batch_leaves_the_others_intact(cache_root:
         (["ok", np.ones(384, np.float32)], "q", 5, "all texts or all embeddings"),
         (42, "q", 5, "context must be"),
         (["ok"], 42, 5, "query must be"),
+        (np.ones((1, 2, 384), np.float32), "q", 5, r"shape \(N, 384\)"),
+        (["ok"], np.ones((2, 384), np.float32), 5, r"shape \(384,\)"),
     ],
 )
 async def test_invalid_input_is_rejected_before_any_io(
@@ -376,3 +378,78 @@ async def test_exclude_ids_may_be_any_iterable(cache_root: Path) -> None:
         for excl in ([top], (x for x in [top]), {top}):
             hits = await r.search([q], q, k=5, exclude_ids=excl)
             assert top not in [h.doc_id for h in hits] and len(hits) == 5
+
+
+class FailingEncoder:
+    """The real encoder, wrapped to fail (an injected fault): it raises, or returns one row too many."""
+
+    def __init__(self, mode: str) -> None:
+        self.inner = shared_encoder()
+        self.name, self.dim, self.mode = self.inner.name, self.inner.dim, mode
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64,
+               show_progress: bool | None = None) -> npt.NDArray[np.float32]:
+        if self.mode == "raise":
+            raise RuntimeError("tokenizer crashed")
+        v = self.inner.encode(list(texts), batch_size=batch_size, show_progress=False)  # n × D
+        return np.vstack([v, v[:1]])  # n + 1 rows
+
+
+@pytest.mark.parametrize(
+    ("mode", "match"), [("raise", "failed: RuntimeError"), ("rows", r"returned \(2, 384\) for 1 texts")]
+)
+async def test_an_encoder_failure_is_an_encoder_error_and_searches_nothing(
+    cache_root: Path, mode: str, match: str
+) -> None:
+    store = WrappedStore(await populated_store(cache_root))
+    r = PredictiveRetriever(small_predictor(), FailingEncoder(mode), store, retry=FAST_RETRY)
+    async with r:
+        with pytest.raises(EncoderError, match=match) as info:
+            await r.search(["the same text"], "the same text", k=3)
+        assert repr(shared_encoder().name) in str(info.value)
+        if mode == "raise":
+            assert isinstance(info.value.__cause__, RuntimeError)
+        assert "search_batch" not in store.calls and "search" not in store.calls
+        # nothing half-encoded was cached: a working encoder then serves the same text
+        r.encoder = shared_encoder()
+        assert len(await r.search(["the same text"], "the same text", k=3)) == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"prepare_k": 0}, "prepare_k"), ({"text_cache_size": -1}, "text_cache_size")],
+)
+async def test_retriever_settings_are_checked(cache_root: Path, kwargs: dict[str, Any], match: str) -> None:
+    store = await populated_store(cache_root)
+    with pytest.raises(ValueError, match=match):
+        PredictiveRetriever(small_predictor(), shared_encoder(), store, **kwargs)
+
+
+def test_an_expansion_that_leaves_no_conversation_turn_is_refused() -> None:
+    backend = small_predictor()  # max_context_length 6
+    graph = LinkGraph(titles={}, links={})
+    with pytest.raises(ValueError, match=r"max_candidates \(6\) must be below the predictor's max_context_length"):
+        PredictiveRetriever(backend, shared_encoder(), open_store(":memory:"),
+                            expansion=LinkExpansion(graph, max_candidates=6))
+    r = PredictiveRetriever(backend, shared_encoder(), open_store(":memory:"),
+                            expansion=LinkExpansion(graph, max_candidates=5))
+    assert r.max_context_length == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"attempts": 0}, "attempts"), ({"base_delay_s": -1.0}, "delays"), ({"max_delay_s": -1.0}, "delays"),
+     ({"timeout_s": 0.0}, "timeout_s")],
+)
+def test_retry_policy_is_checked(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        RetryPolicy(**kwargs)
+
+
+def test_store_and_backend_specs_are_checked() -> None:
+    with pytest.raises(StoreError, match="needs a directory"):
+        open_store("edge")
+    with pytest.raises(StoreError, match="empty store spec"):
+        open_store("")
+    with pytest.raises(ValueError, match="unknown predictor backend 'onxx'"):
+        make_backend(small_predictor().model, "onxx")

@@ -270,8 +270,12 @@ async def test_search_batch_equals_individual_searches(store: VectorStore, corpu
 async def test_bad_shapes_raise_store_error(store: VectorStore, corpus: Corpus) -> None:
     with pytest.raises(StoreError, match="dim"):
         await store.search(np.ones(corpus.dim + 1, np.float32), K)
-    with pytest.raises(StoreError):
+    before = await store.count()
+    with pytest.raises(StoreError, match="got 3 vectors for 2 ids"):
         await store.upsert(["a", "b"], corpus.vectors[:3], [{}, {}])
+    with pytest.raises(StoreError, match="1 payloads for 2 ids"):
+        await store.upsert(["a", "b"], corpus.vectors[:2], [{}])
+    assert await store.count() == before  # a refused upsert writes nothing
     with pytest.raises(StoreError, match="NaN"):
         await store.upsert(["a"], np.full((1, corpus.dim), np.nan, np.float32), [{}])
     for k in (0, -1):
