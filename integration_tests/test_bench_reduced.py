@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from prime_retriever.checkpoint import load_checkpoint
 from training.bench.recipe import Recipe
 from training.bench.runner import BenchOptions, run
 from training.bench.suite import shipped_suite
@@ -65,7 +66,11 @@ def test_report_breaks_down_the_dataset_training_never_saw(reduced: dict[str, An
 
 def test_link_expansion_is_what_the_predictor_was_served_with(reduced: dict[str, Any]) -> None:
     links = reduced["link_graph"]
-    assert links["links"] > 0 and links["expansion"] == {"seeds": 1, "max_candidates": 12}
+    config = load_checkpoint(reduced["checkpoint"]).model.config
+    recipe = Recipe()
+    assert (config.link_seeds, config.link_candidates) == (recipe.link_seeds, recipe.link_candidates)
+    assert links["links"] > 0 and links["expansion"] == {"seeds": recipe.link_seeds,
+                                                         "max_candidates": recipe.link_candidates}
 
 
 def test_fixed_seeds_give_the_same_numbers(prime_data_dir: Path, tmp_path: Path) -> None:

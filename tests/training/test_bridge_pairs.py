@@ -67,6 +67,19 @@ def test_bridge_examples_on_a_toy_corpus() -> None:
         bridge_examples(corpus, graph, limit=-1)
 
 
+def test_a_private_document_is_never_the_bridge_target() -> None:
+    # an unscoped paragraph that names the private one: it links there, but that link is no training pair
+    diary = Document("Diary", "Diary is a 1950 film about the Private archive of a studio in Vienna.", "Diary")
+    corpus = dict(_toy(), Diary=diary)
+    graph = LinkGraph.build(corpus.values(), min_common=100)
+    assert "Private" in graph.links["Diary"]
+    pairs = {ex.positive_ids for ex in bridge_examples(corpus, graph, limit=100)}
+    assert pairs == {("Gently", "Willi Forst"), ("Gently", "Marta Eggerth")}
+    public = dict(corpus, Private=Document("Private", corpus["Private"].text, "Private"))  # the same, unscoped
+    graph = LinkGraph.build(public.values(), min_common=100)
+    assert ("Diary", "Private") in {ex.positive_ids for ex in bridge_examples(public, graph, limit=100)}
+
+
 def test_bridge_examples_on_real_hotpotqa_paragraphs() -> None:
     docs = hotpot_sample().docs
     corpus = {d.id: d for d in docs}

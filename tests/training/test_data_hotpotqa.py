@@ -38,7 +38,7 @@ def test_first_hop_every_file(prime_data_dir: Path, name: str) -> None:
 def test_ircot_facts(prime_data_dir: Path) -> None:
     path = prime_data_dir / "hotpotqa" / "ircot_dev500.jsonl"
     ds = load_hotpotqa(path, "first_hop")
-    assert len(ds.examples) == 463 and not ds.skipped
+    assert len(ds.examples) == _count_lines(path) > 400 and not ds.skipped
     raw = json.loads(path.open().readline())
     gold = {c["title"] for c in raw["contexts"] if c["is_supporting"]}
     ex = ds.examples[0]

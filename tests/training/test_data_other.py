@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ast
+import csv
 import functools
 import gzip
 import hashlib
 import http.server
+import io
 import json
+import re
 import threading
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from prime_retriever.errors import DataError
 from training.data import Dataset, load_dataset, load_doc2dial, load_msmarco_dir, load_musique, split_examples
 from training.data.doc2dial import cut_passages, iter_rows
 from training.data.download import download, download_hotpotqa
+from training.data.examples import FIRST_HOP
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +33,11 @@ def doc2dial(prime_data_dir: Path) -> Dataset:
 def test_doc2dial(prime_data_dir: Path, doc2dial: Dataset) -> None:
     ds = doc2dial
     ds.validate()
-    assert len(ds.examples) == 3972 and len({e.group_id for e in ds.examples}) == 661
-    assert len({d.id.rsplit("#p", 1)[0] for d in ds.corpus.values()}) == 273
     rows = {r["id"]: r for _, r in iter_rows(prime_data_dir / "doc2dial" / "doc2dial_rc_val.csv.zip")}
+    # every user turn of the file is an example, keyed by its dialogue; every document is cut into passages
+    assert not ds.skipped and len(ds.examples) == len(rows) > 3000
+    assert len({e.group_id for e in ds.examples}) == len({i.rsplit("_", 1)[0] for i in rows}) > 600
+    assert {d.id.rsplit("#p", 1)[0] for d in ds.corpus.values()} == {r["title"] for r in rows.values()}
     for ex in ds.examples[:300]:
         turns = rows[ex.id]["question"].split("\t")
         assert ex.query == " ".join(turns[0].partition(":")[2].split())  # newest turn stored first
@@ -55,7 +62,9 @@ def test_musique(prime_data_dir: Path) -> None:
     raw = json.loads(path.read_text())
     first = load_musique(path, "first_hop")
     first.validate()
-    assert len(first.examples) == len(raw) and len(first.corpus) == 1890
+    companion = json.loads((prime_data_dir / "musique" / "hipporag_train100_corpus.json").read_text())
+    # the companion corpus holds every question's paragraphs: nothing is added beyond it
+    assert len(first.examples) == len(raw) and len(first.corpus) == len(companion) > 1000
     multi = load_musique(path, "multi_hop")
     multi.validate()
     for r, ex in zip(raw, first.examples, strict=True):
@@ -232,3 +241,102 @@ def test_msmarco_reads_utf8_only_and_keeps_a_carriage_return_inside_a_passage(tm
     (tmp_path / "collection.tsv").write_bytes("0\tcaf\xe9\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"collection\.tsv: not UTF-8 text"):
         load_msmarco_dir(tmp_path)
+
+
+# ------------------------------------------------------------------------- malformed records
+
+
+def _csv(rows: list[dict[str, str]], header: str = "id,question,answers,spans,title") -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=header.split(","))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def _d2d(**kw: str) -> dict[str, str]:
+    row = {"id": "d_1", "question": "user: how do I renew?", "answers": "{'spans': {'1': 'x'}}",
+           "spans": "{'1': 'Renew online.'}", "title": "renewals#1"}
+    return {**row, **kw}
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _musique(rec: object) -> bytes:
+    return json.dumps([rec]).encode()
+
+
+_LOCOMO_OK_TURN = {"dia_id": "D1:1", "text": "hi", "speaker": "A"}
+MALFORMED: list[tuple[str, str, bytes, str]] = [
+    # (reader, file name, content, message after the file's name and record position)
+    ("musique", "m.json", _musique({"id": 1, "question": "q", "paragraphs": []}),
+     r"m\.json\[0\]: expected string 'id', 'question' and a 'paragraphs' list"),
+    ("musique", "m.json", _musique({"id": "a", "question": "q", "paragraphs": [{"idx": "0", "title": "T",
+                                                                                "paragraph_text": "x"}]}),
+     r"m\.json\[0\]: paragraphs need int 'idx'"),
+    ("musique_corpus", "c.json", b'{"a": 1}', r"c\.json: expected a list of \{title, text\}"),
+    ("musique_corpus", "c.json", b'[{"title": 1, "text": "x"}]', r"c\.json\[0\]: expected \{title, text\} strings"),
+    ("nq_open", "n.jsonl", b'{"question": "q"}\n', r"n\.jsonl:1: expected a string 'question' and a 'ctxs' list"),
+    ("nq_open", "n.jsonl", b'{"question": "q", "ctxs": [{"title": "t"}]}\n',
+     r"n\.jsonl:1: ctxs items need string 'title' and 'text'"),
+    ("locomo", "l.zip", _zip({"c1.json": b"[]"}), r"l\.zip!c1\.json: expected a conversation object with a 'qa' list"),
+    ("locomo", "l.zip", _zip({"c1.json": b'{"qa": [], "session_1": {}}'}),
+     r"l\.zip!c1\.json: session_1 must be a list of turns"),
+    ("locomo", "l.zip", _zip({"c1.json": json.dumps({"qa": [], "session_1": [{"dia_id": 1, "text": "x"}]}).encode()}),
+     r"l\.zip!c1\.json: session_1 turns need string 'dia_id' and 'text'"),
+    ("locomo", "l.zip", _zip({"c1.json": json.dumps({"qa": [{"q": 1}], "session_1": [_LOCOMO_OK_TURN]}).encode()}),
+     r"l\.zip!c1\.json: qa\[0\] needs a string 'question'"),
+    ("locomo", "l.zip", _zip({"c1.json": b'{"qa": ['}), r"l\.zip!c1\.json:1: invalid JSON"),
+    ("doc2dial", "d.csv", _csv([{"id": "d_1", "question": "q"}], header="id,question"),
+     r"d\.csv: missing columns \['answers', 'spans', 'title'\]"),
+    ("doc2dial", "d.csv", _csv([_d2d(spans="{'1': 2}")]), r"d\.csv:2: spans values must be strings"),
+    ("doc2dial", "d.csv", _csv([_d2d(spans="{oops")]), r"d\.csv:2: column 'spans' is not a Python literal dict"),
+    ("doc2dial", "d.csv", _csv([_d2d(answers="[1]")]), r"d\.csv:2: column 'answers' is not a dict"),
+    ("doc2dial", "d.csv", _csv([_d2d(answers="{'spans': {'9': 'x'}}")]),
+     r"d\.csv:2: grounding span ids \['9'\] not in the document's spans"),
+    ("doc2dial", "d.csv", _csv([_d2d(question="\t ")]), r"d\.csv:2: empty dialogue history"),
+    ("doc2dial", "d.csv", _csv([_d2d(question="agent: how can I help?")]),
+     r"d\.csv:2: the current turn is not a user turn"),
+    ("doc2dial", "d.zip", _zip({"a.csv": _csv([_d2d()]), "b.csv": _csv([_d2d()])}),
+     r"d\.zip: expected exactly one member, found \['a\.csv', 'b\.csv'\]"),
+]
+
+
+@pytest.mark.parametrize(("reader", "name", "content", "message"), MALFORMED)
+def test_a_malformed_record_is_a_data_error_naming_its_file_and_place(
+    tmp_path: Path, reader: str, name: str, content: bytes, message: str
+) -> None:
+    from training.data.locomo import load_locomo
+    from training.data.nq_open import load_nq_open
+
+    p = tmp_path / name
+    p.write_bytes(content)
+    good = tmp_path / "good.json"
+    good.write_bytes(_musique({"id": "a", "question": "q", "paragraphs": []}))
+    load: dict[str, Callable[[], object]] = {
+        "musique": lambda: load_musique(p, FIRST_HOP, corpus_path=None),
+        "musique_corpus": lambda: load_musique(good, FIRST_HOP, corpus_path=p),
+        "nq_open": lambda: load_nq_open(p),
+        "locomo": lambda: load_locomo(p),
+        "doc2dial": lambda: load_doc2dial(p),
+    }
+    with pytest.raises(DataError, match=re.escape(str(tmp_path)) + "/" + message):
+        load[reader]()
+
+
+def test_the_malformed_record_readers_accept_the_same_record_made_whole(tmp_path: Path) -> None:
+    """The templates above are one fault away from valid: each reader reads its fixed record."""
+    from training.data.locomo import load_locomo
+
+    (tmp_path / "d.csv").write_bytes(_csv([_d2d()]))
+    d2d = load_doc2dial(tmp_path / "d.csv")
+    assert [(e.query, e.positive_ids) for e in d2d.examples] == [("how do I renew?", ("renewals#1#p0",))]
+    conv = {"qa": [{"question": "who said hi?", "evidence": ["D1:1"]}], "session_1": [_LOCOMO_OK_TURN]}
+    (tmp_path / "l.zip").write_bytes(_zip({"c1.json": json.dumps(conv).encode()}))
+    assert [e.positive_ids for e in load_locomo(tmp_path / "l.zip").examples] == [("c1:D1:1",)]

@@ -38,8 +38,12 @@ def test_summarize_keys_and_values() -> None:
     s = summarize(RANKED, GOLD, [1.0, 3.0, 2.0])
     assert s["p@5"] == pytest.approx(0.1) and s["mrr"] == pytest.approx((0.5 + 1 / 6) / 2)
     assert s["p50_ms"] == 2.0 and s["r@10"] == 1.0 and s["allin@10"] == 1.0
+    assert s["p@1"] == 0.0  # neither row's first hit is gold
+    assert s["n"] == 2.0
     lo, hi = cast(list[float], s["p@5_ci"])
     assert lo <= cast(float, s["p@5"]) <= hi
+    mlo, mhi = bootstrap_ci(reciprocal_rank(RANKED, GOLD))
+    assert s["mrr_ci"] == [mlo, mhi] and mlo <= cast(float, s["mrr"]) <= mhi
 
 
 def test_bootstrap_ci_brackets_mean_and_shrinks() -> None:

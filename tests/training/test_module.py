@@ -40,6 +40,24 @@ def test_warmup_then_cosine() -> None:
     assert warmup_cosine(110, 10, 110) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_optimiser_decays_only_matrices_and_follows_the_schedule() -> None:
+    tc = TrainingConfig(learning_rate=1e-3, weight_decay=0.05, warmup_steps=50, y_encoder_lr_multiplier=0.0)
+    module = PredictorModule(_config(), tc, total_steps=1000)
+    cfg = module.configure_optimizers()
+    opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(module.model.parameters()))
+    assert module.warmup_steps == 50
+    for step in range(120):
+        assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * warmup_cosine(step, 50, 1000))
+        opt.step()
+        sched.step()
+    # a warmup as long as the run is capped at a tenth of it
+    assert PredictorModule(_config(), tc, total_steps=60).warmup_steps == 6
+
+
 def test_retrieval_metrics_by_hand() -> None:
     corpus = torch.eye(4)
     pred = torch.tensor([[0.9, 0.5, 0.1, 0.0], [0.0, 0.0, 0.2, 1.0]])
@@ -101,6 +119,42 @@ def test_loss_assembly_and_confidence_target() -> None:
     assert head is not None  # the head is trained, on a detached state
 
 
+def test_the_loss_is_infonce_with_its_masks_and_negatives_plus_the_confidence_bce() -> None:
+    """compute_loss hands InfoNCE the batch's hard negatives and false-negative ids, and trains the
+    confidence head toward "the positive is the top-1" (checked against the loss computed here)."""
+    from training.losses import InfoNCELoss
+
+    torch.manual_seed(0)
+    tset = _tset()  # row i's golds: d{i}, d{i+1}; so neighbouring rows share golds
+    module = PredictorModule(_config(residual=False, dropout=0.0),
+                             TrainingConfig(batch_size=6, warmup_steps=0, y_encoder_lr_multiplier=0.0),
+                             total_steps=10)
+    with torch.no_grad():
+        module.model.confidence_head.bias.fill_(1.5)  # a head at logit 0 gives log 2 for any target
+    batch = collate_training_batch(tset, range(6), num_hard_negatives=1, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        parts = module.compute_loss(batch)
+        out = module.model.predict(batch["context"], batch["query"], batch["context_mask"])
+        loss_fn = InfoNCELoss(0.07)
+        hard, hmask = batch["hard_negatives"], batch["hard_negative_mask"]
+        logits, labels = loss_fn.logits(out.embedding, batch["target"], hard, hmask,
+                                        positive_ids=batch["positive_row"], gold_ids=batch["gold"])
+        # the batch must exercise both: some column is another row's copy of one of this row's golds,
+        # and some hard negative is real
+        unmasked, _ = loss_fn.logits(out.embedding, batch["target"], hard, hmask)
+        assert bool(torch.isneginf(logits).any()) and not bool(torch.isneginf(unmasked[:, :6]).any())
+        assert bool(hmask.any())
+        nce = torch.nn.functional.cross_entropy(logits, labels)
+        top1 = (logits.argmax(dim=1) == labels).float()
+        assert 0.0 < float(top1.mean()) < 1.0  # both targets occur, so an inverted one changes the BCE
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(out.confidence_logit, top1)
+    assert module.loss_fn.temperature == 0.07
+    assert parts["infonce"].item() == pytest.approx(nce.item(), abs=1e-5)
+    assert parts["confidence_bce"].item() == pytest.approx(bce.item(), abs=1e-5)
+    assert parts["loss"].item() == pytest.approx(nce.item() + 0.1 * bce.item(), abs=1e-5)
+    assert parts["top1"].item() == pytest.approx(float(top1.mean()))
+
+
 def test_sampled_positive_is_a_gold_and_hard_negatives_are_real() -> None:
     tset = _tset()
     for seed in range(5):
@@ -110,6 +164,16 @@ def test_sampled_positive_is_a_gold_and_hard_negatives_are_real() -> None:
             assert int(batch["positive_row"][i]) in tset.gold[i].tolist()
         assert batch["hard_negative_mask"].sum(dim=1).tolist() == [1, 1, 1]
         assert torch.equal(batch["target"], tset.corpus[batch["positive_row"]])
+
+
+def test_the_positive_is_drawn_uniformly_among_a_rows_golds() -> None:
+    tset = _tset()  # every row has two golds
+    picks = torch.stack([collate_training_batch(tset, range(6), generator=torch.Generator().manual_seed(s))
+                         ["positive_row"] for s in range(200)])  # 200 × 6
+    first = (picks == tset.gold[:, 0]).float()  # 200 × 6
+    assert bool(((picks == tset.gold[:, 0]) | (picks == tset.gold[:, 1])).all())
+    assert 0.4 < float(first.mean()) < 0.6  # 1,200 draws: each gold about half the time
+    assert bool((first.mean(dim=0) > 0.3).all() and (first.mean(dim=0) < 0.7).all())
 
 
 def test_query_only_rows_see_the_query_alone() -> None:

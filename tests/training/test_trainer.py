@@ -121,6 +121,29 @@ def test_a_run_stopped_mid_epoch_validates_its_final_weights(tmp_path: Path) -> 
     assert res.best_metrics["val_mrr"] == pytest.approx(max(res.initial_metrics["mrr"], best["val_mrr"]))
 
 
+def test_the_checkpoint_holds_the_best_validations_weights(tmp_path: Path) -> None:
+    """Training that improves, then falls back: the saved weights are the best validation's, not the last."""
+    from prime_retriever.checkpoint import read_meta
+    from training.module import evaluate_retrieval
+    from training.training_set import build_training_sets
+
+    train, val, corpus = toy_data()
+    cfg, tc = toy_configs()
+    tc = tc.model_copy(update={"learning_rate": 1e-2, "num_epochs": 6})
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", patience=10,
+                          progress_bar=False, verbose=False, logger=None)
+    best = max(res.history, key=lambda h: h["val_mrr"])
+    last = res.history[-1]
+    # the toy run must beat the untrained model and end below its best, or this test checks nothing
+    assert best["val_mrr"] > res.initial_metrics["mrr"] and last["val_mrr"] < best["val_mrr"]
+    assert read_meta(tmp_path / "ck").provenance.hyperparameters["global_step"] == int(best["step"])
+    _, val_set, _ = build_training_sets(train, val, corpus, ToyEncoder(), max_context_length=cfg.max_context_length)
+    assert val_set is not None
+    reloaded = evaluate_retrieval(load_checkpoint(tmp_path / "ck").model, val_set)
+    assert reloaded["mrr"] == pytest.approx(best["val_mrr"], abs=1e-5)
+    assert res.best_metrics["val_mrr"] == pytest.approx(best["val_mrr"])
+
+
 def test_stop_reason_names_what_ended_the_run(tmp_path: Path) -> None:
     train, val, corpus = toy_data()  # 80 rows, batch 16: 5 steps an epoch
     cfg, tc = toy_configs()  # 2 epochs
@@ -223,6 +246,24 @@ def test_cli_trains_with_link_expansion_and_saves_the_graph(tmp_path: Path,
     assert main(["train", "--data", str(DATA / "hotpotqa" / "hipporag_train100.json"), "--limit", "20",
               "--out", str(tmp_path / "ck2"), "--link-candidates", "4", "--links", str(tmp_path / "bad.json")]) == 1
     assert "format version" in capsys.readouterr().err and not (tmp_path / "ck2").exists()
+
+
+def test_train_data_from_several_files_is_merged_and_deduplicated(tmp_path: Path) -> None:
+    """``train --data A --data B``: one dataset holding both files' examples and documents, a question
+    that both files carry once."""
+    from training.data.generic import write_corpus, write_examples
+    from training.trainer import _load_data
+
+    train, _, corpus = toy_data()
+    docs = list(corpus.values())  # every file needs the documents its examples name
+    write_examples(tmp_path / "a.jsonl", train[:30])
+    write_corpus(tmp_path / "a.corpus.jsonl", docs)
+    write_examples(tmp_path / "b.jsonl", train[25:60])  # e25..e29 are in both files
+    write_corpus(tmp_path / "b.corpus.jsonl", docs)
+    ds = _load_data([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], "given", None)
+    assert sorted(e.id for e in ds.examples) == sorted(e.id for e in train[:60])
+    assert set(ds.corpus) == set(corpus) and all(ds.corpus[i].text == corpus[i].text for i in corpus)
+    assert len(_load_data([str(tmp_path / "b.jsonl")], "given", None).examples) == 35
 
 
 @pytest.mark.skipif(not (DATA / "hotpotqa").is_dir(), reason="shared HotpotQA data not available")
