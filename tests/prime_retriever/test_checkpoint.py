@@ -18,6 +18,7 @@ from prime_retriever.checkpoint import (
     load_checkpoint,
     read_meta,
     save_checkpoint,
+    verify_checkpoint,
 )
 from prime_retriever.config import PredictorConfig
 from prime_retriever.errors import CheckpointError
@@ -132,13 +133,22 @@ def test_truncated_weights(ckpt: Path) -> None:
         load_checkpoint(ckpt)
 
 
-def test_bit_flip(ckpt: Path) -> None:
+def test_bit_flip(ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One flipped bit is refused by load, by verify and by ``info`` (which says "(verified)" otherwise)."""
+    from prime_retriever.cli import main
+
     w = ckpt / WEIGHTS_FILE
     data = bytearray(w.read_bytes())
     data[len(data) // 2] ^= 0x01
     w.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
         load_checkpoint(ckpt)
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        verify_checkpoint(ckpt)
+    for extra in ([], ["--json"]):
+        assert main(["info", str(ckpt), *extra]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and "sha256 mismatch" in err
 
 
 def test_tampered_weights_with_forged_sha(ckpt: Path) -> None:
