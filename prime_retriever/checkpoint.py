@@ -9,6 +9,11 @@ A checkpoint is a directory::
 
 ``meta.json`` holds no training example: :class:`Provenance` only admits dataset names, sizes,
 metrics and hyper-parameters (SEC-PRED-002).
+
+The weights file's header carries the config too, so the sha256 covers it: :func:`load_checkpoint`
+refuses a ``meta.json`` whose config, dtype, parameter count or encoder dim disagrees with the
+weights (a checkpoint saved before the header held the config is checked on shapes only), and it
+sizes the model on the ``meta`` device before it allocates anything.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
 
+HEADER_CONFIG_KEY = "prime_retriever_config"  # the config's JSON, in the safetensors header's metadata
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -138,7 +144,8 @@ def save_checkpoint(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        save_file(state, tmp, metadata={"format": FORMAT_NAME})
+        # the config travels inside the hashed weights file too, so an edited meta.json is caught on load
+        save_file(state, tmp, metadata={"format": FORMAT_NAME, HEADER_CONFIG_KEY: model.config.model_dump_json()})
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         meta = _meta(model, tmp, names[dtype], encoder, provenance, needs_reindex, y_encoder_dir)
@@ -237,20 +244,65 @@ def load_checkpoint(
         state = load_safetensors(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights} cannot be read as safetensors: {e}") from e
-    model = EmbeddingPredictor(meta.config)
-    expected = model.state_dict()
+    _check_meta_against_weights(meta, weights, data, state)
+    try:
+        with torch.device("meta"):  # shapes only: a config asking for huge tensors allocates nothing here
+            expected = {k: tuple(v.shape) for k, v in EmbeddingPredictor(meta.config).state_dict().items()}
+    except Exception as e:  # e.g. a llama_config that transformers refuses, or one that divides by zero
+        raise CheckpointError(f"{weights}: its config does not describe a buildable model: {e!r}") from e
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise CheckpointError(f"{weights} does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
+        if tuple(tensor.shape) != expected[name]:
             raise CheckpointError(
-                f"{weights}: {name} has shape {tuple(tensor.shape)}, the config expects {tuple(expected[name].shape)}"
+                f"{weights}: {name} has shape {tuple(tensor.shape)}, the config expects {expected[name]}"
             )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    model = EmbeddingPredictor(meta.config)  # every tensor it allocates is one the file holds
+    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
     model.to(device=device, dtype=dtype).eval()
     return LoadedCheckpoint(model=model, meta=meta, path=Path(path))
+
+
+def _header_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's JSON header (already known to parse)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    found = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def _check_meta_against_weights(
+    meta: CheckpointMeta, weights: Path, data: bytes, state: dict[str, torch.Tensor]
+) -> None:
+    """Refuse a ``meta.json`` that says something else than the (hash-checked) weights file does."""
+    saved = _header_metadata(data).get(HEADER_CONFIG_KEY)
+    if saved is not None:  # written by every save since the config joined the header
+        try:
+            config = PredictorConfig.model_validate_json(saved)
+        except ValidationError as e:
+            raise CheckpointError(f"{weights}: the config saved with the weights is invalid: {e}") from e
+        if config != meta.config:
+            changed = sorted(k for k, v in config.model_dump().items() if meta.config.model_dump().get(k) != v)
+            raise CheckpointError(
+                f"{weights.parent / META_FILE}: its config differs from the one saved with the weights in {changed}; "
+                "meta.json was edited or belongs to other weights"
+            )
+    floats = {t.dtype for t in state.values() if t.is_floating_point()}
+    if floats and floats != {_DTYPES.get(meta.dtype)}:
+        raise CheckpointError(
+            f"{weights}: meta.json says dtype {meta.dtype!r}, the weights are {sorted(map(str, floats))}"
+        )
+    count = sum(t.numel() for t in state.values())
+    if count != meta.num_parameters:
+        raise CheckpointError(f"{weights}: meta.json says {meta.num_parameters} parameters, the weights hold {count}")
+    enc = meta.encoder
+    if enc is not None and enc.dim not in (meta.config.input_dim, meta.config.output_dim):
+        raise CheckpointError(
+            f"{weights.parent / META_FILE}: encoder {enc.name!r} has dim {enc.dim}, the config expects "
+            f"input_dim={meta.config.input_dim} / output_dim={meta.config.output_dim}"
+        )
 
 
 def checkpoint_size_bytes(path: str | Path) -> int:

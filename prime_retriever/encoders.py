@@ -12,6 +12,7 @@ so importing this module (for the protocol or :func:`check_encoder_dims`) stays 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -112,8 +113,33 @@ _HUB_ID_IN_README = re.compile(
 )
 
 
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
+
+
+def _weights_fingerprint(path: Path) -> str:
+    """The first 12 hex digits of the sha256 of the folder's weight files (every byte: a fine-tuned copy
+    differs a little everywhere), or ``""`` when it has none we know."""
+    digest = hashlib.sha256()
+    found = False
+    for name in _WEIGHT_FILES:
+        f = path / name
+        if f.is_file():
+            found = True
+            digest.update(name.encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:12] if found else ""
+
+
 def _model_name(path: Path | None, model: str) -> str:
-    """A stable name for the model: its hub id from the README if it names one, else the folder name."""
+    """A stable name for the model: its hub id from the README if it names one, else the folder name
+    with a fingerprint of its weights.
+
+    The name keys the embedding cache and is recorded in every collection and checkpoint, so two
+    models must never share it: two fine-tuned Y-Encoders saved as ``run_a/y_encoder`` and
+    ``run_b/y_encoder`` get ``y_encoder@<sha of A's weights>`` and ``y_encoder@<sha of B's>``.
+    """
     if path is None:
         return model  # a hub id: already stable
     readme = path / "README.md"
@@ -126,8 +152,11 @@ def _model_name(path: Path | None, model: str) -> str:
             return match.group(1)
     # A generic folder name such as "model" says nothing: prefix its parent.
     if path.name.lower() in {"model", "models", "snapshot", "weights"} and path.parent.name:
-        return f"{path.parent.name}/{path.name}"
-    return path.name
+        base = f"{path.parent.name}/{path.name}"
+    else:
+        base = path.name
+    fingerprint = _weights_fingerprint(path)
+    return f"{base}@{fingerprint}" if fingerprint else base
 
 
 def _max_length(path: Path | None, tokenizer_max: int, position_max: int | None, cap: int) -> int:

@@ -159,7 +159,67 @@ def test_tampered_weights_with_forged_sha(ckpt: Path) -> None:
     meta = json.loads((ckpt / META_FILE).read_text())
     meta["weights_sha256"] = read_meta(ckpt.parent / "other").weights_sha256
     (ckpt / META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="shape"):
+    with pytest.raises(CheckpointError, match=r"config differs from the one saved with the weights in \['hidden_dim'"):
+        load_checkpoint(ckpt)
+
+
+def _without_header_config(ckpt: Path) -> None:
+    """Rewrite the weights as a checkpoint saved before the config joined the safetensors header
+    (meta.json's sha256 updated to match), so only meta.json describes the model."""
+    from safetensors.torch import load_file, save_file
+
+    from prime_retriever.checkpoint import FORMAT_NAME, sha256_file
+
+    w = ckpt / WEIGHTS_FILE
+    save_file(load_file(w), w, metadata={"format": FORMAT_NAME})
+    meta = json.loads((ckpt / META_FILE).read_text())
+    meta["weights_sha256"], meta["weights_bytes"] = sha256_file(w), w.stat().st_size
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+
+
+def _edit_meta(ckpt: Path, **fields: object) -> None:
+    meta = json.loads((ckpt / META_FILE).read_text())
+    for key, value in fields.items():
+        if key.startswith("config."):
+            meta["config"][key.removeprefix("config.")] = value
+        else:
+            meta[key] = value
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("edit", [{"config.residual": True}, {"config.attention_layout": "prefix"},
+                                  {"config.num_heads": 8}, {"config.dropout": 0.3}])
+def test_a_meta_json_config_edit_that_keeps_the_shapes_is_refused(ckpt: Path, edit: dict[str, object]) -> None:
+    """Each of these edits changes what the weights compute without changing one tensor's shape."""
+    _edit_meta(ckpt, **edit)
+    with pytest.raises(CheckpointError, match="config differs from the one saved with the weights"):
+        load_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"dtype": "float16"}, "says dtype 'float16', the weights are"),
+    ({"num_parameters": 7}, "says 7 parameters, the weights hold"),
+    ({"encoder": {"name": "minilm", "dim": 999}}, "has dim 999, the config expects"),
+])
+def test_meta_json_facts_must_match_the_weights(ckpt: Path, edit: dict[str, object], message: str) -> None:
+    _edit_meta(ckpt, **edit)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"config.max_context_length": 10**12}, "shape"),  # a [10**12, H] table: refused before it is allocated
+    ({"config.hidden_dim": 2**40}, "does not describe a buildable model"),  # too large to describe at all
+    ({"config.block_type": "llama", "config.llama_config": {"hidden_size": 64, "num_attention_heads": 0}},
+     "does not describe a buildable model"),
+])
+def test_an_old_checkpoint_with_an_impossible_config_is_a_checkpoint_error(
+    ckpt: Path, edit: dict[str, object], message: str
+) -> None:
+    _without_header_config(ckpt)
+    assert load_checkpoint(ckpt).meta.config == CFG  # an old checkpoint, unedited, still loads
+    _edit_meta(ckpt, **edit)
+    with pytest.raises(CheckpointError, match=message):
         load_checkpoint(ckpt)
 
 

@@ -118,3 +118,32 @@ def test_unknown_hub_id_fails_offline() -> None:
 def test_name_override() -> None:
     enc = HFTextEncoder(default_encoder_path(), name="my-minilm")
     assert enc.name == "my-minilm"
+
+
+def test_two_saved_models_in_same_named_folders_get_different_names(tmp_path: Path) -> None:
+    """The name keys the embedding cache: two fine-tuned copies saved as ``*/y_encoder`` must not share
+    it (the same weights, wherever they are saved, do)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from prime_retriever.embedding_cache import CachedEncoder, EmbeddingCache
+
+    src = default_encoder_path()
+    folders = []
+    for run, scale in (("a", 0.0), ("b", 0.05), ("c", 0.0)):
+        model, tok = AutoModel.from_pretrained(src), AutoTokenizer.from_pretrained(src)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * scale)
+        folders.append(tmp_path / run / "y_encoder")
+        model.save_pretrained(folders[-1])
+        tok.save_pretrained(folders[-1])
+    a, b, c = (HFTextEncoder(f) for f in folders)
+    assert a.name.startswith("y_encoder@") and a.name != b.name and a.name == c.name
+    cache = tmp_path / "cache"
+    text = ["the capital of France is Paris"]
+    CachedEncoder(a, EmbeddingCache(cache)).encode(text)
+    via_cache = CachedEncoder(b, EmbeddingCache(cache)).encode(text)
+    np.testing.assert_allclose(via_cache, b.encode(text), atol=1e-6)  # B's own vector, not A's
+    assert float(via_cache[0] @ a.encode(text)[0]) < 0.99
