@@ -45,6 +45,8 @@ from prime_retriever.store import (
     StoreMeta,
     as_matrix,
     as_query_vector,
+    check_doc_ids,
+    check_k,
     per_row,
     point_id,
     ranked,
@@ -192,6 +194,7 @@ class EdgeStore:
     def _filter(self, user: models.Filter | None, exclude_ids: Sequence[str]) -> qe.Filter:
         """The user's filter AND NOT the metadata point AND NOT any of ``exclude_ids``."""
         must_not: list[Any] = [qe.HasIdCondition({META_POINT_ID})]
+        exclude_ids = check_doc_ids(exclude_ids, self.name, "exclude_ids")
         if exclude_ids:
             must_not.append(qe.FieldCondition(key=DOC_ID_KEY, match=qe.MatchAny(list(exclude_ids))))
         try:
@@ -201,10 +204,8 @@ class EdgeStore:
         return qe.Filter(must=must, must_not=must_not)
 
     def _request(self, q: npt.NDArray[np.float32], k: int, flt: qe.Filter) -> qe.QueryRequest:
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
-            raise StoreError(f"{self.name}: k must be a positive integer, got {k!r}")
         return qe.QueryRequest(
-            limit=k,
+            limit=check_k(k, self.name),
             query=qe.Query.Nearest(q.tolist()),
             filter=flt,
             with_payload=True,
@@ -309,6 +310,7 @@ class EdgeStore:
         bulk load, call :meth:`optimize` to build the HNSW index.
         """
         shard, dim = self._require()
+        ids = check_doc_ids(ids, self.name)
         if len(payloads) != len(ids):
             raise StoreError(f"{self.name}: got {len(payloads)} payloads for {len(ids)} ids")
         mat = as_matrix(vectors, len(ids), dim, self.name)  # (n, D)
@@ -434,6 +436,7 @@ class EdgeStore:
 
     async def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """The subset of ``ids`` already stored."""
+        ids = check_doc_ids(ids, self.name)
         recs = await self._retrieve(ids, with_vector=False)
         return {str((r.payload or {}).get(DOC_ID_KEY)) for r in recs} & set(ids)
 

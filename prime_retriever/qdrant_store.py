@@ -43,6 +43,8 @@ from prime_retriever.store import (
     StoreUnavailableError,
     as_matrix,
     as_query_vector,
+    check_doc_ids,
+    check_k,
     per_row,
     point_id,
     ranked,
@@ -222,8 +224,6 @@ class QdrantStore:
         excluded ids afterwards (exact, and far cheaper in local mode, whose filters are
         evaluated point by point in Python). Otherwise the exclusions go into the filter.
         """
-        if k <= 0:
-            raise StoreError(f"{self.name}: k must be positive, got {k}")
         if user is None and len(exclude_ids) <= _MAX_POST_FILTERED_EXCLUSIONS:
             return None, k + 1 + len(exclude_ids)
         return self._filter(user, exclude_ids), k
@@ -320,6 +320,7 @@ class QdrantStore:
         ``vectors``: (n, D). The payload stored is ``{**payloads[i], "doc_id": ids[i]}``.
         """
         dim = self._require_dim()
+        ids = check_doc_ids(ids, self.name)
         if len(payloads) != len(ids):
             raise StoreError(f"{self.name}: got {len(payloads)} payloads for {len(ids)} ids")
         mat = as_matrix(vectors, len(ids), dim, self.name)  # (n, D)
@@ -343,6 +344,8 @@ class QdrantStore:
         """The ``k`` nearest documents to ``vector`` (D,), best first."""
         dim = self._require_dim()
         q = as_query_vector(vector, dim, self.name)  # (D,)
+        k = check_k(k, self.name)
+        exclude_ids = check_doc_ids(exclude_ids, self.name, "exclude_ids")
         flt, limit = self._plan(filter, exclude_ids, k)
         c = self._client
         resp = await self._call(
@@ -361,9 +364,11 @@ class QdrantStore:
         """One :meth:`search` per row of ``vectors`` (B, D), sent as a single ``query_batch_points``."""
         dim = self._require_dim()
         mat = as_matrix(vectors, None, dim, self.name)  # (B, D)
+        k = check_k(k, self.name)
         b = mat.shape[0]
         flts = per_row(filters, b, "filters", self.name, None)
-        excl = per_row(exclude_ids, b, "exclude_ids rows", self.name, ())
+        excl = [check_doc_ids(e, self.name, "exclude_ids")
+                for e in per_row(exclude_ids, b, "exclude_ids rows", self.name, ())]
         if b == 0:
             return []
         plans = [self._plan(flts[i], excl[i], k) for i in range(b)]
@@ -402,6 +407,7 @@ class QdrantStore:
     async def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """The subset of ``ids`` already stored."""
         self._require_dim()
+        ids = check_doc_ids(ids, self.name)
         recs = await self._retrieve(ids, with_vectors=False)
         return {str((r.payload or {}).get(DOC_ID_KEY)) for r in recs} & set(ids)
 

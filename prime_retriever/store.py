@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DOC_ID_KEY",
+    "MAX_K",
     "META_MARKER_KEY",
     "META_POINT_ID",
     "POINT_ID_NAMESPACE",
@@ -50,6 +51,8 @@ __all__ = [
     "VectorStore",
     "as_matrix",
     "as_query_vector",
+    "check_doc_ids",
+    "check_k",
     "point_id",
 ]
 
@@ -126,7 +129,10 @@ def as_matrix(vectors: npt.ArrayLike, n: int | None, dim: int | None, store_name
 
     Raises :class:`StoreError` on a wrong rank, row count, dimension, or non-finite values.
     """
-    arr = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))  # (n, D)
+    try:
+        arr = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))  # (n, D)
+    except (ValueError, TypeError) as exc:  # ragged rows, strings, objects
+        raise StoreError(f"{store_name}: vectors are not a numeric (n, D) array: {exc}") from exc
     if arr.ndim != 2:
         raise StoreError(f"{store_name}: expected a 2-d (n, D) array of vectors, got shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
@@ -140,10 +146,35 @@ def as_matrix(vectors: npt.ArrayLike, n: int | None, dim: int | None, store_name
 
 def as_query_vector(vector: npt.ArrayLike, dim: int | None, store_name: str) -> npt.NDArray[np.float32]:
     """Validate one (D,) query vector and return it as float32."""
-    arr = np.asarray(vector, dtype=np.float32)  # (D,)
+    try:
+        arr = np.asarray(vector, dtype=np.float32)  # (D,)
+    except (ValueError, TypeError) as exc:
+        raise StoreError(f"{store_name}: the query is not a numeric (D,) vector: {exc}") from exc
     if arr.ndim != 1:
         raise StoreError(f"{store_name}: expected a 1-d (D,) query vector, got shape {arr.shape}")
     out: npt.NDArray[np.float32] = as_matrix(arr[None, :], 1, dim, store_name)[0]
+    return out
+
+
+#: The most hits one search may ask for (far above any retrieval use; the engines' limits are larger).
+MAX_K = 100_000
+
+
+def check_k(k: object, store_name: str) -> int:
+    """``k`` as an int in [1, :data:`MAX_K`], or a :class:`StoreError` (a bool, a float or 2**64 is no k)."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
+        raise StoreError(f"{store_name}: k must be an integer in [1, {MAX_K}], got {k!r}")
+    return int(k)
+
+
+def check_doc_ids(ids: object, store_name: str, what: str = "ids") -> list[str]:
+    """``ids`` as a list of str doc ids, or a :class:`StoreError` (a bare str would be split into characters)."""
+    if isinstance(ids, str | bytes) or not isinstance(ids, Sequence | set | frozenset):
+        raise StoreError(f"{store_name}: {what} must be a sequence of str doc ids, got {type(ids).__name__}")
+    out = list(ids)
+    bad = [x for x in out if not isinstance(x, str)]
+    if bad:
+        raise StoreError(f"{store_name}: {what} must be str doc ids, got {bad[:3]!r}")
     return out
 
 

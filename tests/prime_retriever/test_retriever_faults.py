@@ -329,6 +329,9 @@ async def test_cancelling_callers_mid_batch_leaves_the_others_intact(cache_root:
         (["ok"], "q", 0, "k must be"),
         (["ok"], "q", -3, "k must be"),
         (["ok"], "q", True, "k must be"),
+        (["ok"], "q", 2.5, "k must be"),
+        (["ok"], "q", 2**64, r"k must be an integer in \[1, 100000\]"),
+        (["ok"], None, 5, "query is required"),
         (np.full((2, 384), np.nan, np.float32), "q", 5, "NaN or Inf"),
         (["ok"], np.full(384, np.inf, np.float32), 5, "NaN or Inf"),
         (np.ones((2, 100), np.float32), "q", 5, "last dimension 384"),
@@ -352,6 +355,15 @@ async def test_invalid_input_is_rejected_before_any_io(
         assert isinstance(info.value, ValueError)
         assert store.calls == []  # not even ensure_collection
         assert r.batch_stats.batches == 0
+
+
+async def test_a_baseline_search_needs_a_query(cache_root: Path) -> None:
+    r, store = await _retriever(cache_root)
+    async with r:
+        for bad in (None, "", np.full(384, np.nan, np.float32)):
+            with pytest.raises(PredictorError):
+                await r.search_baseline(bad)  # type: ignore[arg-type]
+        assert store.calls == []
 
 
 async def test_invalid_session_and_exclude_ids(cache_root: Path) -> None:

@@ -278,9 +278,22 @@ async def test_bad_shapes_raise_store_error(store: VectorStore, corpus: Corpus) 
     assert await store.count() == before  # a refused upsert writes nothing
     with pytest.raises(StoreError, match="NaN"):
         await store.upsert(["a"], np.full((1, corpus.dim), np.nan, np.float32), [{}])
-    for k in (0, -1):
+    for k in (0, -1, 2.5, True, 2**64):
         with pytest.raises(StoreError, match="k must be"):
-            await store.search(corpus.vectors[0], k)
+            await store.search(corpus.vectors[0], k)  # type: ignore[arg-type]
+        with pytest.raises(StoreError, match="k must be"):
+            await store.search_batch(corpus.vectors[:2], k)  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="not a numeric"):
+        await store.upsert(["a", "b"], [[1.0] * corpus.dim, [1.0, 0.0]], [{}, {}])  # ragged rows
+    with pytest.raises(StoreError, match="not a numeric"):
+        await store.search("abcd", K)
+    with pytest.raises(StoreError, match="str doc ids"):
+        await store.upsert([1], corpus.vectors[:1], [{}])  # type: ignore[list-item]
+    with pytest.raises(StoreError, match="str doc ids"):
+        await store.existing_ids([1])  # type: ignore[list-item]
+    with pytest.raises(StoreError, match="exclude_ids must be a sequence of str doc ids"):
+        await store.search(corpus.vectors[0], K, exclude_ids="doc-1")
+    assert await store.count() == before
 
 
 async def test_async_with_closes(corpus: Corpus, tmp_path: Path) -> None:
