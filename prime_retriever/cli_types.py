@@ -21,6 +21,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def cosine(text: str) -> float:
+    """A cosine similarity: a finite ``float`` in [-1, 1] (cache thresholds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not -1.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a cosine in [-1, 1], got {text!r}")
+    return value
+
+
 def _int(text: str) -> int:
     try:
         return int(text)

@@ -256,9 +256,12 @@ def run_cli(args: argparse.Namespace) -> int:
     if target.is_dir():
         raise PrimeError(f"{target} is a directory: give the .onnx file to write")
     model = load_checkpoint(args.checkpoint).model
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # exported beside the target and renamed into place only once it passes: a failed export leaves nothing
-    work = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # exported beside the target and renamed into place only once it passes: a failed export leaves nothing
+        work = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=target.parent))
+    except OSError as exc:  # the folder is a file, or cannot be created or written
+        raise PrimeError(f"cannot write {target}: {exc}") from exc
     try:
         try:
             out = export_onnx(model, work / target.name, opset=args.opset)

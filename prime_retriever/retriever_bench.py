@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from prime_retriever.cli_types import non_negative_int, positive_int, report_path
+from prime_retriever.cli_types import cosine, non_negative_int, positive_int, report_path
 from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
 from prime_retriever.link_graph import LinkExpansion, LinkGraph
@@ -345,7 +345,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=positive_int, default=32, help="micro-batch size cap")
     parser.add_argument("--batch-wait-ms", type=float, default=2.0, help="micro-batch window")
     parser.add_argument("--cache-queries", type=positive_int, default=200, help="sessions in the PREPARE-cache runs")
-    parser.add_argument("--threshold", type=float, default=0.9, help="PREPARE-cache cosine threshold")
+    parser.add_argument("--threshold", type=cosine, default=0.9, help="PREPARE-cache cosine threshold, in [-1, 1]")
     parser.add_argument("-k", type=positive_int, default=5, help="hits per search")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=report_path, default=None, help="also write the figures to this JSON file")

@@ -29,9 +29,14 @@ def _check_vector(v: list[float], dim: int, what: str) -> list[float]:
 
 
 class PredictorInput(BaseModel):
-    """Input for one embedding prediction."""
+    """Input for one embedding prediction.
 
-    model_config = ConfigDict(frozen=True)
+    Strict: numbers must be JSON numbers (not ``"0.5"`` or ``true``), and an unknown field is an
+    error rather than ignored (a ``context_mask`` the schema does not have would otherwise be dropped
+    silently, and its padded turns read as real ones).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     context_embeddings: list[list[float]] = Field(description="Context turn embeddings (N × D), oldest first")
     query_embedding: list[float] = Field(description="Query embedding (D)")

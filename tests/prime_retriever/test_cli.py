@@ -58,6 +58,23 @@ def test_predict_rejects_bad_input(ckpt: Path) -> None:
     assert r.returncode != 0 and "cannot be empty" in r.stderr
 
 
+@pytest.mark.parametrize(("payload", "message"), [
+    ({"context_embeddings": [[0.5] * 16], "query_embedding": [0.25] * 16, "context_mask": [False]},
+     "context_mask"),  # a field the schema does not have is refused, not dropped
+    ({"context_embeddings": [["0.5"] * 16], "query_embedding": [0.25] * 16}, "valid number"),
+    ({"context_embeddings": [[0.5] * 16], "query_embedding": [True] * 16}, "valid number"),
+])
+def test_predict_refuses_unknown_fields_and_numbers_in_disguise(
+    ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], payload: object, message: str
+) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(payload)))
+    assert main(["predict", "--checkpoint", str(ckpt)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and message in err and "Traceback" not in err
+
+
 def test_default_fp16_checkpoint_under_500mb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     save_checkpoint(EmbeddingPredictor(PredictorConfig()), tmp_path / "big", dtype=torch.float16)
     assert main(["info", str(tmp_path / "big"), "--json"]) == 0

@@ -31,6 +31,8 @@ def _corpus(path: Path, rows: list[dict[str, str]]) -> Path:
     ["bench-retriever", "--max-docs", "-5"],
     ["bench-retriever", "-k", "0"],
     ["bench-retriever", "--json", "no_such_dir/rb.json"],
+    ["bench-retriever", "--threshold", "5"],
+    ["bench-retriever", "--threshold", "nan"],
     ["bench-latency", "--threads", "0"],
     ["bench-latency", "--out", "no_such_dir/lat.json"],
 ])
@@ -78,6 +80,9 @@ def test_export_onnx_refuses_a_nan_model_and_leaves_no_file(tmp_path: Path, caps
     assert main(["export-onnx", str(tmp_path / "ck"), str(out), "--opset", "99"]) == 1  # was a raw RuntimeError
     assert "ONNX export at opset 99 failed" in capsys.readouterr().err
     assert list((tmp_path / "onnx").iterdir()) == []
+    (tmp_path / "afile").write_text("")
+    assert main(["export-onnx", str(tmp_path / "ck"), str(tmp_path / "afile" / "m.onnx")]) == 1  # under a file
+    assert "cannot write" in capsys.readouterr().err
 
 
 def test_links_keeps_the_first_document_of_a_repeated_id_as_index_does(tmp_path: Path,
