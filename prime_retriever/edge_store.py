@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -228,17 +229,25 @@ class EdgeStore:
             shard = qe.EdgeShard.load(str(self.path))
             recs = shard.retrieve([META_POINT_ID], with_payload=True, with_vector=False)
             if not recs:
+                empty = shard.count(qe.CountRequest(exact=True)) == 0
                 shard.close()
-                raise StoreError(
-                    f"{self.name}: shard exists but has no prime_retriever metadata point, so the encoder "
-                    f"that built it is unknown (wanted {want.encoder_name!r}, dim {want.dim})"
-                )
+                if not empty:
+                    raise StoreError(
+                        f"{self.name}: shard exists but has no prime_retriever metadata point, so the encoder "
+                        f"that built it is unknown (wanted {want.encoder_name!r}, dim {want.dim})"
+                    )
+                # an empty shard whose creation was cut off before its metadata: nothing to lose, start over
+                shutil.rmtree(self.path)
+                return self._create(want)
             try:
                 StoreMeta.from_payload(recs[0].payload, self.name).check(want, self.name)
             except StoreError:
                 shard.close()
                 raise
             return shard
+        return self._create(want)
+
+    def _create(self, want: StoreMeta) -> qe.EdgeShard:
         config = qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=want.dim, distance=qe.Distance.Cosine),
             hnsw_config=self._hnsw_config,
@@ -248,12 +257,18 @@ class EdgeStore:
         shard = qe.EdgeShard.create(str(self.path), config)
         marker = [0.0] * want.dim  # (D,) any non-zero vector; the point is never searched
         marker[0] = 1.0
-        shard.update(
-            qe.UpdateOperation.upsert_points([qe.Point(id=META_POINT_ID, vector=marker, payload=want.to_payload())])
-        )
-        for key in (DOC_ID_KEY, SCOPE_KEY):
-            shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
-        shard.flush()
+        try:
+            shard.update(
+                qe.UpdateOperation.upsert_points([qe.Point(id=META_POINT_ID, vector=marker,
+                                                           payload=want.to_payload())])
+            )
+            for key in (DOC_ID_KEY, SCOPE_KEY):
+                shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
+            shard.flush()
+        except BaseException:  # no half-made shard is left behind to be refused later
+            shard.close()
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
         return shard
 
     @staticmethod

@@ -248,7 +248,9 @@ class QdrantStore:
         """Create the collection (cosine, ``dim``) with its metadata point, or verify an existing one.
 
         An existing collection without a metadata point may be one another process is creating at
-        this moment: its metadata is awaited for up to :attr:`metadata_wait_s` seconds.
+        this moment: its metadata is awaited for up to :attr:`metadata_wait_s` seconds. After that an
+        *empty* one of the right dimension (a creation cut off before its metadata was written) is
+        adopted; one holding points is refused.
 
         Raises:
             StoreError: the existing collection records another encoder name or dimension, or
@@ -280,13 +282,7 @@ class QdrantStore:
                     raise
                 created = False
             if created:  # the metadata first: another process waits for it (below), not for the indexes
-                marker = np.zeros(dim, dtype=np.float32)  # (D,) any non-zero vector; never searched
-                marker[0] = 1.0
-                meta_point = models.PointStruct(id=META_POINT_ID, vector=marker.tolist(), payload=want.to_payload())
-                await self._call(
-                    "upsert metadata",
-                    lambda: c.upsert(self.collection, points=[meta_point], wait=True),
-                )
+                await self._write_metadata(want)
                 if not self._local:  # local mode ignores payload indexes (and warns)
                     for key in (DOC_ID_KEY, SCOPE_KEY):
                         await self._call(
@@ -307,12 +303,37 @@ class QdrantStore:
             await asyncio.sleep(_METADATA_POLL_S)  # another process may be creating it right now
             waited += _METADATA_POLL_S
         if not recs:
-            raise StoreError(
-                f"{self.name}: collection exists but has no prime_retriever metadata point, so the encoder "
-                f"that built it is unknown (wanted {encoder_name!r}, dim {dim}); use another collection"
-            )
+            if not await self._adopt_empty(want):
+                raise StoreError(
+                    f"{self.name}: collection exists but has no prime_retriever metadata point, so the encoder "
+                    f"that built it is unknown (wanted {encoder_name!r}, dim {dim}); use another collection"
+                )
+            recs = [models.Record(id=META_POINT_ID, payload=want.to_payload())]
         StoreMeta.from_payload(recs[0].payload, self.name).check(want, self.name)
         self._dim = dim
+
+    async def _write_metadata(self, want: StoreMeta) -> None:
+        c = self._client
+        marker = np.zeros(want.dim, dtype=np.float32)  # (D,) any non-zero vector; never searched
+        marker[0] = 1.0
+        meta_point = models.PointStruct(id=META_POINT_ID, vector=marker.tolist(), payload=want.to_payload())
+        await self._call("upsert metadata", lambda: c.upsert(self.collection, points=[meta_point], wait=True))
+
+    async def _adopt_empty(self, want: StoreMeta) -> bool:
+        """Give an *empty* collection without metadata (one whose creation failed before its metadata
+        point was written, e.g. on a dropped connection) the metadata of ``want``, if its vectors are
+        ``want.dim``-d cosine. A collection holding any point is never adopted: its encoder is unknown."""
+        c = self._client
+        n = await self._call("count", lambda: c.count(self.collection, exact=True))
+        if int(n.count) != 0:
+            return False
+        info = await self._call("get_collection", lambda: c.get_collection(self.collection))
+        params = info.config.params.vectors
+        if not isinstance(params, models.VectorParams) or params.size != want.dim \
+                or params.distance != models.Distance.COSINE:
+            return False
+        await self._write_metadata(want)
+        return True
 
     async def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Mapping[str, Any]]) -> None:
         """Insert or overwrite documents in batches of ``upsert_batch_size``.

@@ -366,15 +366,60 @@ async def test_local_encoder_mismatch_raises(corpus: Corpus) -> None:
         await QdrantStore("docs", client=client).ensure_collection(corpus.dim, "other-encoder")
     await first.close()
     assert await client.collection_exists("docs")  # a passed-in client is not closed by the store
-    # A collection not made by prime_retriever has no metadata point: refuse it.
+    # A collection not made by prime_retriever has no metadata point: if it holds points, refuse it
     await client.create_collection(
         "foreign", vectors_config=models.VectorParams(size=corpus.dim, distance=models.Distance.COSINE)
     )
+    await client.upsert("foreign", points=[models.PointStruct(id=1, vector=corpus.vectors[0].tolist())])
     foreign = QdrantStore("foreign", client=client)
     foreign.metadata_wait_s = 0.3
     with pytest.raises(StoreError, match="metadata"):
         await foreign.ensure_collection(corpus.dim, corpus.encoder_name)
+    # an empty one of another dimension or distance is refused too
+    for name, params in (("d", models.VectorParams(size=corpus.dim + 1, distance=models.Distance.COSINE)),
+                         ("e", models.VectorParams(size=corpus.dim, distance=models.Distance.EUCLID))):
+        await client.create_collection(name, vectors_config=params)
+        other = QdrantStore(name, client=client)
+        other.metadata_wait_s = 0.1
+        with pytest.raises(StoreError, match="metadata"):
+            await other.ensure_collection(corpus.dim, corpus.encoder_name)
     await client.close()
+
+
+async def test_an_empty_collection_whose_metadata_was_never_written_is_adopted(corpus: Corpus) -> None:
+    """A creation cut off after create_collection (a dropped connection before the metadata upsert)
+    leaves an empty collection with no metadata: the next ensure_collection adopts it instead of
+    refusing that collection forever."""
+    client = AsyncQdrantClient(location=":memory:")
+    await client.create_collection(
+        "cut", vectors_config=models.VectorParams(size=corpus.dim, distance=models.Distance.COSINE)
+    )
+    store = QdrantStore("cut", client=client)
+    store.metadata_wait_s = 0.1
+    await store.ensure_collection(corpus.dim, corpus.encoder_name)
+    await store.upsert(corpus.ids[:3], corpus.vectors[:3], [{}, {}, {}])
+    assert await store.count() == 3
+    with pytest.raises(StoreError, match="other-encoder"):  # it now records who built it
+        await QdrantStore("cut", client=client).ensure_collection(corpus.dim, "other-encoder")
+    await client.close()
+
+
+async def test_an_empty_edge_shard_without_metadata_is_started_over(corpus: Corpus, tmp_path: Path) -> None:
+    import qdrant_edge as qe
+
+    path = tmp_path / "shard"
+    config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=corpus.dim, distance=qe.Distance.Cosine))
+    qe.EdgeShard.create(str(path), config).close()  # created, then cut off before its metadata
+    async with EdgeStore(path) as s:
+        await load(s, corpus)
+        assert await s.count() == len(corpus.ids)
+    shard = qe.EdgeShard.create(str(tmp_path / "full"), config)  # a shard with points but no metadata
+    shard.update(qe.UpdateOperation.upsert_points([qe.Point(id=1, vector=corpus.vectors[0].tolist(), payload={})]))
+    shard.flush()
+    shard.close()
+    with pytest.raises(StoreError, match="no prime_retriever metadata point"):
+        async with EdgeStore(tmp_path / "full") as s:
+            await s.ensure_collection(corpus.dim, corpus.encoder_name)
 
 
 async def test_a_collection_another_process_is_creating_is_awaited(corpus: Corpus) -> None:
