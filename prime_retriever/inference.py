@@ -43,6 +43,15 @@ class PredictorBackend(Protocol):
     def warmup(self) -> None: ...
 
 
+def _bool_mask(context_mask: object) -> np.ndarray:
+    """A context mask as given, if it is boolean: strings, floats and ints are refused rather than cast
+    (``"False"`` and ``0.1`` would both become True)."""
+    arr = np.asarray(context_mask)
+    if arr.dtype != np.bool_:
+        raise PredictorError(f"context_mask must be a bool array; got dtype {arr.dtype}")
+    return arr
+
+
 def as_tensors(
     model: EmbeddingPredictor, context: np.ndarray, query: np.ndarray, context_mask: np.ndarray | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -50,7 +59,7 @@ def as_tensors(
     try:
         c = torch.as_tensor(np.asarray(context, dtype=np.float32), device=model.device).to(model.dtype)
         q = torch.as_tensor(np.asarray(query, dtype=np.float32), device=model.device).to(model.dtype)
-        m = None if context_mask is None else torch.as_tensor(np.asarray(context_mask, dtype=bool), device=model.device)
+        m = None if context_mask is None else torch.as_tensor(_bool_mask(context_mask), device=model.device)
     except (TypeError, ValueError) as e:
         raise PredictorError(f"inputs are not numeric arrays: {e}") from e
     return c, q, m

@@ -211,6 +211,10 @@ class EmbeddingPredictor(nn.Module):
                 raise PredictorError(f"{name} must be on device {self.device}; got {t.device}")
         B, N = check_input_shapes(self.config, tuple(context_embeddings.shape), tuple(query_embedding.shape))
         if context_mask is not None:
+            if not isinstance(context_mask, torch.Tensor):
+                raise PredictorError(
+                    f"context_mask must be a torch.bool tensor of shape ({B}, {N}); got {type(context_mask).__name__}"
+                )
             if context_mask.device != self.device:
                 raise PredictorError(f"context_mask must be on device {self.device}; got {context_mask.device}")
             ok = context_mask.dtype == torch.bool and tuple(context_mask.shape) == (B, N)
@@ -339,7 +343,11 @@ class EmbeddingPredictor(nn.Module):
             )
 
     def encode_context(self, context_embeddings: torch.Tensor, context_mask: torch.Tensor | None = None) -> ContextKV:
-        """Per-layer K/V of the context turns, computable before the query exists (prefix layout)."""
+        """Per-layer K/V of the context turns, computable before the query exists (prefix layout).
+
+        Like :meth:`predict`, no input validation (it is compiled with ``fullgraph``): callers check
+        their inputs first (:meth:`validate_inputs`; the fast backend runs the same checks on numpy).
+        """
         self._require_prefix()
         B, N, _ = context_embeddings.shape
         if context_mask is None:
@@ -357,7 +365,8 @@ class EmbeddingPredictor(nn.Module):
         return ContextKV(torch.stack(keys), torch.stack(values), context_mask)
 
     def predict_from_context(self, kv: ContextKV, query_embedding: torch.Tensor) -> PredictorOutputs:
-        """Run only [PRED] and the query (B × 2 tokens) against cached context K/V."""
+        """Run only [PRED] and the query (B × 2 tokens) against cached context K/V (no input validation,
+        as :meth:`encode_context`)."""
         self._require_prefix()
         B = query_embedding.shape[0]
         query = self.query_proj(query_embedding).unsqueeze(1)  # B × 1 × H

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -204,6 +205,19 @@ def test_bad_mask() -> None:
     ctx, q = inputs(B=2, N=3)
     assert "context_mask" in _err(model(), ctx, q, torch.ones(2, 3))
     assert "context_mask" in _err(model(), ctx, q, torch.ones(2, 4, dtype=torch.bool))
+    # not a tensor: one typed error naming what it got (a numpy mask was "not on device cpu" before)
+    assert "torch.bool tensor of shape (2, 3); got ndarray" in _err(model(), ctx, q, np.ones((2, 3), bool))
+    assert "got list" in _err(model(), ctx, q, [[True] * 3] * 2)
+
+
+@pytest.mark.parametrize("mask", [np.array([["False", "True", "False"]] * 2), np.full((2, 3), 0.1),
+                                  np.ones((2, 3), np.int64)])
+def test_the_eager_backend_refuses_a_mask_that_is_not_boolean(mask: np.ndarray) -> None:
+    from prime_retriever.inference import EagerPredictor
+
+    ctx, q = inputs(B=2, N=3)
+    with pytest.raises(PredictorError, match="context_mask must be a bool array"):  # not cast: "False" is True
+        EagerPredictor(model()).predict(ctx.numpy(), q.numpy(), mask)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
