@@ -140,14 +140,22 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, *, per_channel: bool = 
     out = Path(dst)
     out.parent.mkdir(parents=True, exist_ok=True)
     large = Path(src).stat().st_size > EXTERNAL_DATA_THRESHOLD or Path(str(src) + ".data").exists()
-    quantize_dynamic(
-        Path(src),
-        out,
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        op_types_to_quantize=["MatMul", "Gemm"],
-        use_external_data_format=large,
-    )
+    # written beside the target and renamed into place whole: an interrupted run leaves no truncated
+    # graph that a later load would take for a finished one
+    work = Path(tempfile.mkdtemp(prefix=".int8-", dir=out.parent))
+    try:
+        quantize_dynamic(
+            Path(src),
+            work / out.name,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            use_external_data_format=large,
+        )
+        for f in work.iterdir():  # the graph, and its .data when stored beside it
+            os.replace(f, out.parent / f.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
@@ -169,19 +177,57 @@ class OnnxPredictor(ConfigDims):
         intra_op_threads: int | None = None,
         providers: list[str] | None = None,
     ) -> None:
+        self.config = config
+        given = Path(path)
+        if not given.is_file():
+            raise PredictorError(f"ONNX model not found: {given}")
+        self.int8 = int8
+        self.name = "onnx-int8" if int8 else "onnx-fp32"
+        try:
+            self.session, self.path = self._open(given, int8, optimize, intra_op_threads, providers)
+        except PredictorError:
+            raise
+        except Exception as first:  # a cached int8/optimised graph may be stale or cut short: rebuild once
+            caches = [given.with_name(given.stem + ext) for ext in (".int8.onnx", ".opt.onnx", ".int8.opt.onnx")]
+            if not any(c.exists() for c in caches):
+                raise PredictorError(f"cannot load the ONNX graph {given}: {first}") from first
+            for c in caches:
+                c.unlink(missing_ok=True)
+                Path(str(c) + ".data").unlink(missing_ok=True)
+            try:
+                self.session, self.path = self._open(given, int8, optimize, intra_op_threads, providers)
+            except Exception as exc:
+                raise PredictorError(f"cannot load the ONNX graph {given}: {exc}") from exc
+        self._check_fits_config()
+
+    def _check_fits_config(self) -> None:
+        """Run the graph once at full context length: a graph exported for another config (turns,
+        dims) is refused here, not on the first real request."""
+        N, D = self.config.max_context_length, self.config.input_dim
+        try:
+            emb, _ = self.session.run(list(OUTPUT_NAMES), {
+                "context_embeddings": np.ones((1, N, D), np.float32), "query_embedding": np.ones((1, D), np.float32),
+                "context_mask": np.ones((1, N), bool)})
+        except Exception as exc:
+            raise PredictorError(
+                f"the ONNX graph {self.path} does not fit its config (max_context_length={N}, input_dim={D}): "
+                f"{' '.join(str(exc).split())[:300]}"
+            ) from exc
+        if np.shape(emb) != (1, self.config.output_dim):
+            raise PredictorError(
+                f"the ONNX graph {self.path} outputs shape {np.shape(emb)}, "
+                f"its config says (1, {self.config.output_dim})"
+            )
+
+    def _open(self, src: Path, int8: bool, optimize: bool, intra_op_threads: int | None,
+              providers: list[str] | None) -> tuple[Any, Path]:
         import onnxruntime as ort
 
-        self.config = config
-        src = Path(path)
-        if not src.is_file():
-            raise PredictorError(f"ONNX model not found: {src}")
         if int8 and not src.name.endswith(".int8.onnx"):
             qpath = src.with_name(src.stem + ".int8.onnx")
             if not qpath.is_file() or qpath.stat().st_mtime < src.stat().st_mtime:
                 quantize_onnx_int8(src, qpath)
             src = qpath
-        self.path = src
-        self.int8 = int8
         so = ort.SessionOptions()
         so.intra_op_num_threads = intra_op_threads or (torch.get_num_threads() or os.cpu_count() or 1)
         so.inter_op_num_threads = 1
@@ -201,8 +247,7 @@ class OnnxPredictor(ConfigDims):
                     )
         else:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.session = ort.InferenceSession(str(load), so, providers=providers or ["CPUExecutionProvider"])
-        self.name = "onnx-int8" if int8 else "onnx-fp32"
+        return ort.InferenceSession(str(load), so, providers=providers or ["CPUExecutionProvider"]), src
 
 
     def predict(

@@ -195,3 +195,35 @@ def test_make_backend_onnx_removes_its_temporary_export(tmp_path: Path, monkeypa
     del backend
     gc.collect()
     assert not folder.exists()
+
+
+def test_a_corrupted_graph_is_a_predictor_error(tmp_path: Path) -> None:
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(b"\x08\x07garbage, not a protobuf graph")
+    with pytest.raises(PredictorError, match="cannot load the ONNX graph"):
+        OnnxPredictor(bad, tiny_model().config)
+
+
+def test_a_cut_short_cached_graph_is_rebuilt(tmp_path: Path) -> None:
+    """A truncated <model>.int8.onnx / <model>.opt.onnx newer than the model (an interrupted earlier
+    load) is not taken for a finished one: it is rebuilt, and the predictions are right."""
+    model = tiny_model()
+    path = export_onnx(model, tmp_path / "m.onnx")
+    good = OnnxPredictor(path, model.config, int8=True)
+    c, q, m = random_inputs(3, N_MAX)
+    want, _ = good.predict(c, q, m)
+    for cached in (tmp_path / "m.int8.onnx", tmp_path / "m.int8.opt.onnx"):
+        assert cached.is_file()
+        cached.write_bytes(cached.read_bytes()[:100])  # cut short, and newer than m.onnx
+    again = OnnxPredictor(path, model.config, int8=True)
+    np.testing.assert_allclose(again.predict(c, q, m)[0], want, atol=1e-5)
+
+
+def test_a_graph_exported_for_another_config_is_refused_at_load(tmp_path: Path) -> None:
+    model = tiny_model()
+    path = export_onnx(model, tmp_path / "m.onnx")
+    for other in (model.config.model_copy(update={"max_context_length": N_MAX * 2}),
+                  model.config.model_copy(update={"input_dim": D * 2}),
+                  model.config.model_copy(update={"output_dim": 8})):
+        with pytest.raises(PredictorError, match="ONNX graph .* (does not fit its config|outputs shape)"):
+            OnnxPredictor(path, other, optimize=False)
