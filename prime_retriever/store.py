@@ -127,7 +127,8 @@ def point_id(doc_id: str) -> str:
 def as_matrix(vectors: npt.ArrayLike, n: int | None, dim: int | None, store_name: str) -> npt.NDArray[np.float32]:
     """Validate a (n, D) batch of vectors and return it as a C-contiguous float32 array.
 
-    Raises :class:`StoreError` on a wrong rank, row count, dimension, or non-finite values.
+    Raises :class:`StoreError` on a wrong rank, row count, dimension, non-finite values or an
+    all-zero row.
     """
     try:
         arr = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))  # (n, D)
@@ -141,6 +142,9 @@ def as_matrix(vectors: npt.ArrayLike, n: int | None, dim: int | None, store_name
         raise StoreError(f"{store_name}: vectors have dim {arr.shape[1]}, collection has dim {dim}")
     if not np.isfinite(arr).all():
         raise StoreError(f"{store_name}: vectors contain NaN or inf")
+    zero = np.flatnonzero(~arr.any(axis=1)) if arr.size else np.zeros(0, np.int64)
+    if zero.size:  # cosine has no direction to compare
+        raise StoreError(f"{store_name}: rows {zero[:5].tolist()} are all-zero vectors")
     return arr
 
 

@@ -225,5 +225,5 @@ def test_a_graph_exported_for_another_config_is_refused_at_load(tmp_path: Path) 
     for other in (model.config.model_copy(update={"max_context_length": N_MAX * 2}),
                   model.config.model_copy(update={"input_dim": D * 2}),
                   model.config.model_copy(update={"output_dim": 8})):
-        with pytest.raises(PredictorError, match="ONNX graph .* (does not fit its config|outputs shape)"):
+        with pytest.raises(PredictorError, match=r"ONNX graph .* (does not fit its config|outputs shape)"):
             OnnxPredictor(path, other, optimize=False)

@@ -291,6 +291,10 @@ async def test_bad_shapes_raise_store_error(store: VectorStore, corpus: Corpus) 
         await store.upsert([1], corpus.vectors[:1], [{}])  # type: ignore[list-item]
     with pytest.raises(StoreError, match="str doc ids"):
         await store.existing_ids([1])  # type: ignore[list-item]
+    with pytest.raises(StoreError, match=r"rows \[1\] are all-zero"):
+        await store.upsert(["a", "b"], np.vstack([corpus.vectors[0], np.zeros(corpus.dim, np.float32)]), [{}, {}])
+    with pytest.raises(StoreError, match="all-zero"):
+        await store.search(np.zeros(corpus.dim, np.float32), K)
     with pytest.raises(StoreError, match="exclude_ids must be a sequence of str doc ids"):
         await store.search(corpus.vectors[0], K, exclude_ids="doc-1")
     assert await store.count() == before
