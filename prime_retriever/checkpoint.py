@@ -44,7 +44,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
 
-HEADER_CONFIG_KEY = "prime_retriever_config"  # the config's JSON, in the safetensors header's metadata
+HEADER_KEY = "prime_retriever"  # safetensors header metadata: {"format", "config"} as one JSON string
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -144,8 +144,11 @@ def save_checkpoint(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        # the config travels inside the hashed weights file too, so an edited meta.json is caught on load
-        save_file(state, tmp, metadata={"format": FORMAT_NAME, HEADER_CONFIG_KEY: model.config.model_dump_json()})
+        # the config travels inside the hashed weights file too, so an edited meta.json is caught on load.
+        # One metadata key: safetensors writes its metadata map in no fixed order, so two keys would
+        # make two saves of the same weights differ byte for byte (and in sha256)
+        header = json.dumps({"format": FORMAT_NAME, "config": model.config.model_dump(mode="json")}, sort_keys=True)
+        save_file(state, tmp, metadata={HEADER_KEY: header})
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         meta = _meta(model, tmp, names[dtype], encoder, provenance, needs_reindex, y_encoder_dir)
@@ -277,12 +280,12 @@ def _check_meta_against_weights(
     meta: CheckpointMeta, weights: Path, data: bytes, state: dict[str, torch.Tensor]
 ) -> None:
     """Refuse a ``meta.json`` that says something else than the (hash-checked) weights file does."""
-    saved = _header_metadata(data).get(HEADER_CONFIG_KEY)
+    saved = _header_metadata(data).get(HEADER_KEY)
     if saved is not None:  # written by every save since the config joined the header
         try:
-            config = PredictorConfig.model_validate_json(saved)
-        except ValidationError as e:
-            raise CheckpointError(f"{weights}: the config saved with the weights is invalid: {e}") from e
+            config = PredictorConfig.model_validate(json.loads(saved)["config"])
+        except (ValidationError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{weights}: the config saved with the weights is unreadable: {e}") from e
         if config != meta.config:
             changed = sorted(k for k, v in config.model_dump().items() if meta.config.model_dump().get(k) != v)
             raise CheckpointError(

@@ -120,6 +120,24 @@ def test_missing_meta(ckpt: Path) -> None:
         load_checkpoint(ckpt)
 
 
+def test_saving_the_same_model_gives_the_same_bytes(tmp_path: Path) -> None:
+    """The benchmark compares checkpoints by sha256: the file must not depend on anything but the model
+    (a two-key safetensors metadata map came out in a different order from save to save)."""
+    import threading
+
+    m = trained_like_model()
+    shas: set[str] = set()
+
+    def save(i: int) -> None:
+        shas.add(save_checkpoint(m, tmp_path / f"ck{i}").weights_sha256)
+
+    for i in range(8):  # each on a new thread, as Lightning's callbacks may run: the map's order was per thread
+        t = threading.Thread(target=save, args=(i,))
+        t.start()
+        t.join()
+    assert len(shas) == 1 and len(list(tmp_path.iterdir())) == 8
+
+
 def test_missing_weights(ckpt: Path) -> None:
     (ckpt / WEIGHTS_FILE).unlink()
     with pytest.raises(CheckpointError, match="no weights file"):
