@@ -144,6 +144,33 @@ def test_the_checkpoint_holds_the_best_validations_weights(tmp_path: Path) -> No
     assert res.best_metrics["val_mrr"] == pytest.approx(best["val_mrr"])
 
 
+def test_stratified_validation_macro_averages_over_datasets(tmp_path: Path) -> None:
+    """With ``stratify_validation`` the validation loop reports the mean over (dataset, framing) of
+    each one's MRR: the kept checkpoint, scored that way, gives the same figure, not the plain mean."""
+    from dataclasses import replace
+
+    from training.module import evaluate_retrieval
+    from training.training_set import build_training_sets
+
+    train, val, corpus = toy_data()
+    val = [replace(e, source="small" if i < 3 else "large") for i, e in enumerate(val)]  # 3 and 13 rows
+    cfg, tc = toy_configs()
+    tc = tc.model_copy(update={"learning_rate": 1e-2, "num_epochs": 6})
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", patience=10,
+                          stratify_validation=True, progress_bar=False, verbose=False, logger=None)
+    _, strat, _ = build_training_sets(train, val, corpus, ToyEncoder(), max_context_length=cfg.max_context_length,
+                                      stratify_validation=True)
+    _, plain, _ = build_training_sets(train, val, corpus, ToyEncoder(), max_context_length=cfg.max_context_length)
+    assert strat is not None and plain is not None
+    loaded = load_checkpoint(tmp_path / "ck")
+    assert loaded.meta.provenance.hyperparameters["global_step"] > 0  # a trained epoch, scored by the loop
+    kept = loaded.model
+    macro, mean = evaluate_retrieval(kept, strat)["mrr"], evaluate_retrieval(kept, plain)["mrr"]
+    assert abs(macro - mean) > 1e-3  # the two strata differ, so the test can tell the averages apart
+    assert res.best_metrics["val_mrr"] == pytest.approx(macro, abs=1e-5)
+    assert res.initial_metrics["mrr"] == pytest.approx(evaluate_retrieval(None, strat)["mrr"], abs=1e-6)
+
+
 def test_stop_reason_names_what_ended_the_run(tmp_path: Path) -> None:
     train, val, corpus = toy_data()  # 80 rows, batch 16: 5 steps an epoch
     cfg, tc = toy_configs()  # 2 epochs
