@@ -163,7 +163,8 @@ def test_stratified_validation_macro_averages_over_datasets(tmp_path: Path) -> N
     _, plain, _ = build_training_sets(train, val, corpus, ToyEncoder(), max_context_length=cfg.max_context_length)
     assert strat is not None and plain is not None
     loaded = load_checkpoint(tmp_path / "ck")
-    assert loaded.meta.provenance.hyperparameters["global_step"] > 0  # a trained epoch, scored by the loop
+    step = loaded.meta.provenance.hyperparameters["global_step"]
+    assert isinstance(step, int) and step > 0  # a trained epoch, scored by the loop
     kept = loaded.model
     macro, mean = evaluate_retrieval(kept, strat)["mrr"], evaluate_retrieval(kept, plain)["mrr"]
     assert abs(macro - mean) > 1e-3  # the two strata differ, so the test can tell the averages apart
