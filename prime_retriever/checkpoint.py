@@ -263,7 +263,8 @@ def load_checkpoint(
                 f"{weights}: {name} has shape {tuple(tensor.shape)}, the config expects {expected[name]}"
             )
     model = EmbeddingPredictor(meta.config)  # every tensor it allocates is one the file holds
-    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
+    target = model.state_dict()
+    model.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()})
     model.to(device=device, dtype=dtype).eval()
     return LoadedCheckpoint(model=model, meta=meta, path=Path(path))
 
