@@ -133,13 +133,28 @@ def _to_external_data(path: Path) -> None:
     onnx.save_model(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data)
 
 
+def _int8_path(graph: Path) -> Path:
+    """Where the int8 copy of ``graph`` is written and looked for: ``<model>.int8.onnx``."""
+    return graph.with_name(graph.stem + ".int8.onnx")
+
+
+def _opt_path(graph: Path) -> Path:
+    """Where onnxruntime's optimised copy of ``graph`` is saved and reused: ``<model>.opt.onnx``."""
+    return graph.with_name(graph.stem + ".opt.onnx")
+
+
+def _is_large(graph: Path) -> bool:
+    """Whether ``graph`` is, or must be written as, a graph with its weights in ``<name>.data``."""
+    return graph.stat().st_size > EXTERNAL_DATA_THRESHOLD or Path(str(graph) + ".data").exists()
+
+
 def quantize_onnx_int8(src: str | Path, dst: str | Path, *, per_channel: bool = True) -> Path:
     """Write an int8 dynamically quantised copy of the graph ``src`` (MatMul/Gemm weights) to ``dst``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = Path(dst)
     out.parent.mkdir(parents=True, exist_ok=True)
-    large = Path(src).stat().st_size > EXTERNAL_DATA_THRESHOLD or Path(str(src) + ".data").exists()
+    large = _is_large(Path(src))
     # written beside the target and renamed into place whole: an interrupted run leaves no truncated
     # graph that a later load would take for a finished one
     work = Path(tempfile.mkdtemp(prefix=".int8-", dir=out.parent))
@@ -188,7 +203,7 @@ class OnnxPredictor(ConfigDims):
         except PredictorError:
             raise
         except Exception as first:  # a cached int8/optimised graph may be stale or cut short: rebuild once
-            caches = [given.with_name(given.stem + ext) for ext in (".int8.onnx", ".opt.onnx", ".int8.opt.onnx")]
+            caches = [_int8_path(given), _opt_path(given), _opt_path(_int8_path(given))]
             if not any(c.exists() for c in caches):
                 raise PredictorError(f"cannot load the ONNX graph {given}: {first}") from first
             for c in caches:
@@ -224,7 +239,7 @@ class OnnxPredictor(ConfigDims):
         import onnxruntime as ort
 
         if int8 and not src.name.endswith(".int8.onnx"):
-            qpath = src.with_name(src.stem + ".int8.onnx")
+            qpath = _int8_path(src)
             if not qpath.is_file() or qpath.stat().st_mtime < src.stat().st_mtime:
                 quantize_onnx_int8(src, qpath)
             src = qpath
@@ -236,12 +251,12 @@ class OnnxPredictor(ConfigDims):
         load = src
         if optimize:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opt = src.with_name(src.stem + ".opt.onnx")
+            opt = _opt_path(src)
             if opt.is_file() and opt.stat().st_mtime >= src.stat().st_mtime:
                 load = opt  # already optimised on an earlier load
             else:
                 so.optimized_model_filepath = str(opt)
-                if src.stat().st_size > EXTERNAL_DATA_THRESHOLD or Path(str(src) + ".data").exists():
+                if _is_large(src):
                     so.add_session_config_entry(
                         "session.optimized_model_external_initializers_file_name", opt.name + ".data"
                     )
@@ -324,7 +339,7 @@ def run_cli(args: argparse.Namespace) -> int:
     out = target
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset})")
     if args.int8:
-        q = quantize_onnx_int8(out, out.with_name(out.stem + ".int8.onnx"))
+        q = quantize_onnx_int8(out, _int8_path(out))
         print(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB, int8 dynamic, per-channel)")
     return 0
 
