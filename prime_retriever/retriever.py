@@ -47,7 +47,7 @@ from prime_retriever.errors import EncoderError, PredictorError, PrimeError, Ret
 from prime_retriever.inference import EagerPredictor, PredictorBackend
 from prime_retriever.micro_batcher import MicroBatcher
 from prime_retriever.predictive_cache import PredictiveCache
-from prime_retriever.store import MAX_K, ScoredDoc, StoreUnavailableError, VectorStore, point_id
+from prime_retriever.store import MAX_K, ScoredDoc, StoreUnavailableError, VectorStore, is_valid_k, point_id
 
 if TYPE_CHECKING:
     from prime_retriever.documents import Document
@@ -602,7 +602,7 @@ class PredictiveRetriever:
         self, kind: Literal["search", "prepare"], context: ContextInput, query: QueryInput | None, k: int,
         flt: Any, exclude_ids: Iterable[str], session_id: str | None,
     ) -> _Request:
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
+        if not is_valid_k(k):
             raise PredictorError(f"k must be an integer in [1, {MAX_K}]; got {k!r}")
         if kind == "search" and query is None:
             raise PredictorError("query is required (got None); to predict from the context alone, use prepare()")

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,7 @@ __all__ = [
     "as_query_vector",
     "check_doc_ids",
     "check_k",
+    "is_valid_k",
     "point_id",
 ]
 
@@ -164,9 +165,14 @@ def as_query_vector(vector: npt.ArrayLike, dim: int | None, store_name: str) -> 
 MAX_K = 100_000
 
 
+def is_valid_k(k: object) -> TypeGuard[int | np.integer[Any]]:
+    """Whether ``k`` is an int in [1, :data:`MAX_K`] (a bool, a float or 2**64 is no k)."""
+    return not isinstance(k, bool) and isinstance(k, int | np.integer) and bool(1 <= k <= MAX_K)
+
+
 def check_k(k: object, store_name: str) -> int:
-    """``k`` as an int in [1, :data:`MAX_K`], or a :class:`StoreError` (a bool, a float or 2**64 is no k)."""
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
+    """``k`` as an int, or a :class:`StoreError` unless :func:`is_valid_k`."""
+    if not is_valid_k(k):
         raise StoreError(f"{store_name}: k must be an integer in [1, {MAX_K}], got {k!r}")
     return int(k)
 
