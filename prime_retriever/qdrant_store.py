@@ -302,14 +302,13 @@ class QdrantStore:
                 break
             await asyncio.sleep(_METADATA_POLL_S)  # another process may be creating it right now
             waited += _METADATA_POLL_S
-        if not recs:
-            if not await self._adopt_empty(want):
-                raise StoreError(
-                    f"{self.name}: collection exists but has no prime_retriever metadata point, so the encoder "
-                    f"that built it is unknown (wanted {encoder_name!r}, dim {dim}); use another collection"
-                )
-            recs = [models.Record(id=META_POINT_ID, payload=want.to_payload())]
-        StoreMeta.from_payload(recs[0].payload, self.name).check(want, self.name)
+        if recs:
+            StoreMeta.from_payload(recs[0].payload, self.name).check(want, self.name)
+        elif not await self._adopt_empty(want):  # adopted: it now holds want's metadata
+            raise StoreError(
+                f"{self.name}: collection exists but has no prime_retriever metadata point, so the encoder "
+                f"that built it is unknown (wanted {encoder_name!r}, dim {dim}); use another collection"
+            )
         self._dim = dim
 
     async def _write_metadata(self, want: StoreMeta) -> None:
