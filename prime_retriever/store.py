@@ -125,16 +125,20 @@ def point_id(doc_id: str) -> str:
     return str(uuid.uuid5(POINT_ID_NAMESPACE, doc_id))
 
 
+def _float32(values: npt.ArrayLike, store_name: str, what: str) -> npt.NDArray[np.float32]:
+    try:
+        return np.asarray(values, dtype=np.float32)
+    except (ValueError, TypeError) as exc:  # ragged rows, strings, objects
+        raise StoreError(f"{store_name}: {what}: {exc}") from exc
+
+
 def as_matrix(vectors: npt.ArrayLike, n: int | None, dim: int | None, store_name: str) -> npt.NDArray[np.float32]:
     """Validate a (n, D) batch of vectors and return it as a C-contiguous float32 array.
 
     Raises :class:`StoreError` on a wrong rank, row count, dimension, non-finite values or an
     all-zero row.
     """
-    try:
-        arr = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))  # (n, D)
-    except (ValueError, TypeError) as exc:  # ragged rows, strings, objects
-        raise StoreError(f"{store_name}: vectors are not a numeric (n, D) array: {exc}") from exc
+    arr = np.ascontiguousarray(_float32(vectors, store_name, "vectors are not a numeric (n, D) array"))  # (n, D)
     if arr.ndim != 2:
         raise StoreError(f"{store_name}: expected a 2-d (n, D) array of vectors, got shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
@@ -151,10 +155,7 @@ def as_matrix(vectors: npt.ArrayLike, n: int | None, dim: int | None, store_name
 
 def as_query_vector(vector: npt.ArrayLike, dim: int | None, store_name: str) -> npt.NDArray[np.float32]:
     """Validate one (D,) query vector and return it as float32."""
-    try:
-        arr = np.asarray(vector, dtype=np.float32)  # (D,)
-    except (ValueError, TypeError) as exc:
-        raise StoreError(f"{store_name}: the query is not a numeric (D,) vector: {exc}") from exc
+    arr = _float32(vector, store_name, "the query is not a numeric (D,) vector")  # (D,)
     if arr.ndim != 1:
         raise StoreError(f"{store_name}: expected a 1-d (D,) query vector, got shape {arr.shape}")
     out: npt.NDArray[np.float32] = as_matrix(arr[None, :], 1, dim, store_name)[0]
