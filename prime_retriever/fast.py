@@ -23,9 +23,10 @@
 Why the CPU default (measured by ``prime-retriever bench-latency``, see its JSON report): at batch 1
 the default model (≈208 M parameters, 830 MB in fp32) is memory-bandwidth bound, so latency is set by
 the bytes of weights read per call. The narrowest weights that keep the accuracy bar win:
-:func:`create_optimized_predictor` therefore returns, on CPU, the int8 (per-channel, dynamically
-quantised) ONNX graph run by onnxruntime — a quarter of the fp32 bytes, with ORT's VNNI int8 GEMMs and
-fused graph; cosine to fp32 eager ≥ 0.9995 on random weights (bar for int8: 0.99). Measured on a
+:func:`create_optimized_predictor` therefore returns, on CPU, the int8 (per-channel 7-bit weights,
+dynamically quantised; 7 bits so that CPUs without VNNI cannot saturate) ONNX graph run by onnxruntime —
+a quarter of the fp32 bytes, with ORT's int8 GEMMs and fused graph; cosine to fp32 eager ≥ 0.999 on
+random weights (bar for int8: 0.99). Measured on a
 shared 2-core AVX512-VNNI/BF16 EPYC, 1 thread, batch 1: ≈8-30× faster than eager fp32 and 2-3× faster
 than torch bf16. torch's own dynamic int8 (``precision='int8'``) is within noise of it at batch 1
 (interleaved A/B: 31 vs 35 ms p50 under load) but loses 3-4× more accuracy (cosine ≈0.9988 vs ≈0.9996)

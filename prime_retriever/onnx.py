@@ -5,7 +5,8 @@
   turn), outputs ``embedding`` (B × O, unit norm) and ``confidence`` (B, in [0, 1]); batch and turn axes
   are dynamic. It uses the TorchScript exporter (``dynamo=False``), which lowers the boolean SDPA mask
   to ``Where(mask, 0, -inf)``; weights above :data:`EXTERNAL_DATA_THRESHOLD` go to an external data file.
-* :func:`quantize_onnx_int8` writes an int8 dynamically quantised copy (per-channel weights).
+* :func:`quantize_onnx_int8` writes an int8 dynamically quantised copy (per-channel 7-bit weights, so
+  that x86 CPUs without VNNI cannot saturate; see its docstring).
 * :class:`OnnxPredictor` runs a graph through onnxruntime behind the
   :class:`~prime_retriever.inference.PredictorBackend` protocol, optionally after ORT's full graph
   optimisation (saved next to the model) and optionally int8.
@@ -38,6 +39,7 @@ from prime_retriever.predictor import EmbeddingPredictor
 __all__ = [
     "DEFAULT_OPSET",
     "EXTERNAL_DATA_THRESHOLD",
+    "INT8_FORMAT_KEY",
     "OnnxPredictor",
     "add_cli_arguments",
     "export_onnx",
@@ -50,6 +52,10 @@ DEFAULT_OPSET = 17  # LayerNormalization is native from 17; onnxruntime >= 1.14 
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 INPUT_NAMES = ("context_embeddings", "query_embedding", "context_mask")
 OUTPUT_NAMES = ("embedding", "confidence")
+# metadata key stamped on the int8 graphs this module writes; a cached <model>.int8.onnx without it
+# (8-bit weights, written before 7-bit weights were the default) is quantised again on load
+INT8_FORMAT_KEY = "prime_retriever.int8_weights"
+INT8_FORMAT = "7bit"
 
 
 class _ExportWrapper(nn.Module):
@@ -148,8 +154,22 @@ def _is_large(graph: Path) -> bool:
     return graph.stat().st_size > EXTERNAL_DATA_THRESHOLD or Path(str(graph) + ".data").exists()
 
 
-def quantize_onnx_int8(src: str | Path, dst: str | Path, *, per_channel: bool = True) -> Path:
-    """Write an int8 dynamically quantised copy of the graph ``src`` (MatMul/Gemm weights) to ``dst``."""
+def quantize_onnx_int8(
+    src: str | Path, dst: str | Path, *, per_channel: bool = True, reduce_range: bool = True
+) -> Path:
+    """Write an int8 dynamically quantised copy of the graph ``src`` (MatMul/Gemm weights) to ``dst``.
+
+    Activations are quantised to uint8 at run time and weights to int8, so onnxruntime runs
+    u8 × s8 GEMMs. On x86 CPUs with VNNI (``vpdpbusd``) these accumulate in int32. Without VNNI (AVX2,
+    or AVX-512 without VNNI) MLAS multiplies with ``vpmaddubsw``, which adds each adjacent pair of
+    u8 × s8 products into an int16 and saturates: with 8-bit weights a pair can reach 2 · 255 · 127 =
+    64,770 > 32,767, and the outputs drift (cosine to fp32 0.80-0.96 on the tests' model, measured on
+    such a CPU). ``reduce_range=True`` (the default) quantises the weights to 7 bits, [-64, 64], so a pair
+    is at most 255 · 128 = 32,640 and cannot saturate on any CPU; on a VNNI CPU it costs a little
+    precision (cosine 0.9999 -> 0.9997 on the tests' model). The graph is stamped with
+    :data:`INT8_FORMAT_KEY` so that an older cached copy is rebuilt.
+    """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = Path(dst)
@@ -164,14 +184,30 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, *, per_channel: bool = 
             work / out.name,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
+            reduce_range=reduce_range,
             op_types_to_quantize=["MatMul", "Gemm"],
             use_external_data_format=large,
         )
+        if reduce_range:  # the graph alone is rewritten; external weights stay where they are
+            graph = onnx.load(str(work / out.name), load_external_data=False)
+            onnx.helper.set_model_props(graph, {INT8_FORMAT_KEY: INT8_FORMAT})
+            onnx.save_model(graph, str(work / out.name))
         for f in work.iterdir():  # the graph, and its .data when stored beside it
             os.replace(f, out.parent / f.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _is_current_int8(graph: Path) -> bool:
+    """Whether ``graph`` was quantised by :func:`quantize_onnx_int8` with 7-bit weights."""
+    import onnx
+
+    try:
+        props = onnx.load(str(graph), load_external_data=False).metadata_props
+    except Exception:  # unreadable or cut short: not current, so it is rebuilt
+        return False
+    return any(p.key == INT8_FORMAT_KEY and p.value == INT8_FORMAT for p in props)
 
 
 class OnnxPredictor(ConfigDims):
@@ -240,7 +276,8 @@ class OnnxPredictor(ConfigDims):
 
         if int8 and not src.name.endswith(".int8.onnx"):
             qpath = _int8_path(src)
-            if not qpath.is_file() or qpath.stat().st_mtime < src.stat().st_mtime:
+            stale = not qpath.is_file() or qpath.stat().st_mtime < src.stat().st_mtime
+            if stale or not _is_current_int8(qpath):  # missing, older than the model, or 8-bit weights
                 quantize_onnx_int8(src, qpath)
             src = qpath
         so = ort.SessionOptions()
