@@ -163,7 +163,7 @@ def quantize_onnx_int8(
     u8 × s8 GEMMs. On x86 CPUs with VNNI (``vpdpbusd``) these accumulate in int32. Without VNNI (AVX2,
     or AVX-512 without VNNI) MLAS multiplies with ``vpmaddubsw``, which adds each adjacent pair of
     u8 × s8 products into an int16 and saturates: with 8-bit weights a pair can reach 2 · 255 · 127 =
-    64,770 > 32,767, and the outputs drift (cosine to fp32 0.81-0.95 on the tests' model, measured on
+    64,770 > 32,767, and the outputs drift (cosine to fp32 0.80-0.95 on the tests' model, measured on
     such a CPU). ``reduce_range=True`` (the default) quantises the weights to 7 bits, [-64, 64], so a pair
     is at most 255 · 128 = 32,640 and cannot saturate on any CPU; on a VNNI CPU it costs a little
     precision (cosine 0.9999 -> 0.9997 on the tests' model). The graph is stamped with
