@@ -216,6 +216,10 @@ def test_external_data_above_threshold(tmp_path: Path, monkeypatch: pytest.Monke
     c, q, m = random_inputs(2, 3)
     ref = EagerPredictor(model).predict(c, q, m)[0]
     assert np.abs(OnnxPredictor(path, model.config, optimize=True).predict(c, q, m)[0] - ref).max() < 1e-4
+    # the int8 copy keeps its weights in its own .data file, with the 7-bit stamp on the graph
+    q8 = OnnxPredictor(path, model.config, int8=True, optimize=True)
+    assert (tmp_path / "big.int8.onnx.data").is_file() and pr_onnx._is_current_int8(q8.path)
+    assert cosine_min(q8.predict(c, q, m)[0], ref) > 0.99
 
 
 BAD: list[tuple[str, Any]] = [
