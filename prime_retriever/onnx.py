@@ -199,17 +199,6 @@ def quantize_onnx_int8(
     return out
 
 
-def _is_current_int8(graph: Path) -> bool:
-    """Whether ``graph`` was quantised by :func:`quantize_onnx_int8` with 7-bit weights."""
-    import onnx
-
-    try:
-        props = onnx.load(str(graph), load_external_data=False).metadata_props
-    except Exception:  # unreadable or cut short: not current, so it is rebuilt
-        return False
-    return any(p.key == INT8_FORMAT_KEY and p.value == INT8_FORMAT for p in props)
-
-
 class OnnxPredictor(ConfigDims):
     """An ONNX graph run by onnxruntime (CPU), behind the PredictorBackend protocol.
 
@@ -274,10 +263,10 @@ class OnnxPredictor(ConfigDims):
               providers: list[str] | None) -> tuple[Any, Path]:
         import onnxruntime as ort
 
-        if int8 and not src.name.endswith(".int8.onnx"):
+        cached_int8 = int8 and not src.name.endswith(".int8.onnx")
+        if cached_int8:
             qpath = _int8_path(src)
-            stale = not qpath.is_file() or qpath.stat().st_mtime < src.stat().st_mtime
-            if stale or not _is_current_int8(qpath):  # missing, older than the model, or 8-bit weights
+            if not qpath.is_file() or qpath.stat().st_mtime < src.stat().st_mtime:
                 quantize_onnx_int8(src, qpath)
             src = qpath
         so = ort.SessionOptions()
@@ -299,7 +288,11 @@ class OnnxPredictor(ConfigDims):
                     )
         else:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        return ort.InferenceSession(str(load), so, providers=providers or ["CPUExecutionProvider"]), src
+        session = ort.InferenceSession(str(load), so, providers=providers or ["CPUExecutionProvider"])
+        if cached_int8 and session.get_modelmeta().custom_metadata_map.get(INT8_FORMAT_KEY) != INT8_FORMAT:
+            # 8-bit weights cached by an earlier version: __init__ drops the caches and quantises again
+            raise RuntimeError(f"{load} has no {INT8_FORMAT_KEY}={INT8_FORMAT} stamp (8-bit weights)")
+        return session, src
 
 
     def predict(

@@ -61,6 +61,14 @@ def realish_inputs(B: int, N: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     return c.astype(np.float32), q.astype(np.float32), m
 
 
+def is_7bit_stamped(graph: Path) -> bool:
+    """Whether ``graph`` carries the stamp :func:`quantize_onnx_int8` puts on 7-bit int8 graphs."""
+    import onnx
+
+    props = onnx.load(str(graph), load_external_data=False).metadata_props
+    return any(p.key == pr_onnx.INT8_FORMAT_KEY and p.value == pr_onnx.INT8_FORMAT for p in props)
+
+
 def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))).min())
 
@@ -189,18 +197,23 @@ def test_int8_cannot_saturate_without_vnni(
     assert cosine_min(drifted, want) < 0.99 < cosine_min(_reference_embedding(eight_bit, feeds), want)
 
 
-def test_a_cached_8bit_int8_graph_is_quantised_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("optimize", [False, True])
+def test_a_cached_8bit_int8_graph_is_quantised_again(tmp_path: Path, optimize: bool) -> None:
     """A <model>.int8.onnx left by an earlier version (8-bit weights, no format stamp), newer than the
-    model, is replaced by a 7-bit graph on load."""
+    model, is replaced by a 7-bit graph on load, and so is its ORT-optimised <model>.int8.opt.onnx."""
     import onnx
     from onnx import numpy_helper
 
     model = tiny_model()
     path = export_onnx(model, tmp_path / "m.onnx")
     old = quantize_onnx_int8(path, tmp_path / "m.int8.onnx", reduce_range=False)
-    assert not pr_onnx._is_current_int8(old)
-    p = OnnxPredictor(path, model.config, int8=True, optimize=False)
-    assert p.path == old and pr_onnx._is_current_int8(old)
+    if optimize:  # the earlier version's optimised copy of its 8-bit graph, too
+        OnnxPredictor(old, model.config, int8=True, optimize=True)
+        assert (tmp_path / "m.int8.opt.onnx").is_file()
+    assert not is_7bit_stamped(old)
+    p = OnnxPredictor(path, model.config, int8=True, optimize=optimize)
+    assert p.path == old and is_7bit_stamped(old)
+    assert p.session.get_modelmeta().custom_metadata_map[pr_onnx.INT8_FORMAT_KEY] == pr_onnx.INT8_FORMAT
     graph = onnx.load(str(old)).graph
     weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
@@ -218,7 +231,7 @@ def test_external_data_above_threshold(tmp_path: Path, monkeypatch: pytest.Monke
     assert np.abs(OnnxPredictor(path, model.config, optimize=True).predict(c, q, m)[0] - ref).max() < 1e-4
     # the int8 copy keeps its weights in its own .data file, with the 7-bit stamp on the graph
     q8 = OnnxPredictor(path, model.config, int8=True, optimize=True)
-    assert (tmp_path / "big.int8.onnx.data").is_file() and pr_onnx._is_current_int8(q8.path)
+    assert (tmp_path / "big.int8.onnx.data").is_file() and is_7bit_stamped(q8.path)
     assert cosine_min(q8.predict(c, q, m)[0], ref) > 0.99
 
 
