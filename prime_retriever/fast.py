@@ -26,9 +26,9 @@ the bytes of weights read per call. The narrowest weights that keep the accuracy
 :func:`create_optimized_predictor` therefore returns, on CPU, the int8 (per-channel 7-bit weights,
 dynamically quantised; 7 bits so that CPUs without VNNI cannot saturate) ONNX graph run by onnxruntime —
 a quarter of the fp32 bytes, with ORT's int8 GEMMs and fused graph; cosine to fp32 eager ≥ 0.999 on
-random weights (bar for int8: 0.99). Measured on a
-shared 2-core AVX512-VNNI/BF16 EPYC, 1 thread, batch 1: ≈8-30× faster than eager fp32 and 2-3× faster
-than torch bf16. torch's own dynamic int8 (``precision='int8'``) is within noise of it at batch 1
+random weights (bar for int8: 0.99). Measured on a shared 2-core AVX512-VNNI/BF16 EPYC, 1 thread,
+batch 1: ≈8-30× faster than eager fp32 and 2-3× faster than torch bf16. torch's own dynamic int8
+(``precision='int8'``) is within noise of it at batch 1
 (interleaved A/B: 31 vs 35 ms p50 under load) but loses 3-4× more accuracy (cosine ≈0.9988 vs ≈0.9996)
 and rests on the deprecated ``torch.ao.quantization`` API, so ONNX int8 is the default.
 The torch :class:`OptimizedPredictor` (``backend='torch'``)
