@@ -38,6 +38,7 @@ from prime_retriever.atomic_file import write_bytes_atomic
 from prime_retriever.config import PredictorConfig
 from prime_retriever.errors import CheckpointError
 from prime_retriever.predictor import EmbeddingPredictor
+from prime_retriever.score_confidence import ScoreConfidence
 
 FORMAT_NAME = "prime-retriever-checkpoint"
 FORMAT_VERSION = 1
@@ -97,6 +98,7 @@ class CheckpointMeta(BaseModel):
     provenance: Provenance = Field(default_factory=Provenance)
     needs_reindex: bool = False
     y_encoder_dir: str | None = None
+    score_confidence: ScoreConfidence | None = None  # fitted on validation after training; None before
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,13 @@ def save_checkpoint(
     provenance: Provenance | None = None,
     needs_reindex: bool = False,
     y_encoder_dir: str | None = None,
+    score_confidence: ScoreConfidence | None = None,
 ) -> CheckpointMeta:
-    """Write ``model`` to the directory ``path`` (created if needed), weights stored in ``dtype``."""
+    """Write ``model`` to the directory ``path`` (created if needed), weights stored in ``dtype``.
+
+    ``score_confidence``, the search-score calibration (:mod:`prime_retriever.score_confidence`),
+    is saved in the hashed weights header as well as in ``meta.json``, like the config.
+    """
     names = {v: k for k, v in _DTYPES.items()}
     if dtype not in names:
         raise CheckpointError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype}")
@@ -147,11 +154,13 @@ def save_checkpoint(
         # the config travels inside the hashed weights file too, so an edited meta.json is caught on load.
         # One metadata key: safetensors writes its metadata map in no fixed order, so two keys would
         # make two saves of the same weights differ byte for byte (and in sha256)
-        header = json.dumps({"format": FORMAT_NAME, "config": model.config.model_dump(mode="json")}, sort_keys=True)
-        save_file(state, tmp, metadata={HEADER_KEY: header})
+        saved: dict[str, Any] = {"format": FORMAT_NAME, "config": model.config.model_dump(mode="json")}
+        if score_confidence is not None:  # absent otherwise: a checkpoint without one hashes as before
+            saved["score_confidence"] = score_confidence.model_dump(mode="json")
+        save_file(state, tmp, metadata={HEADER_KEY: json.dumps(saved, sort_keys=True)})
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
-        meta = _meta(model, tmp, names[dtype], encoder, provenance, needs_reindex, y_encoder_dir)
+        meta = _meta(model, tmp, names[dtype], encoder, provenance, needs_reindex, y_encoder_dir, score_confidence)
         # the new weights and their meta replace the old ones back to back (both already on disk)
         os.replace(tmp, out / WEIGHTS_FILE)
     except BaseException:
@@ -164,6 +173,7 @@ def save_checkpoint(
 def _meta(
     model: EmbeddingPredictor, weights: Path, dtype: str, encoder: EncoderInfo | None,
     provenance: Provenance | None, needs_reindex: bool, y_encoder_dir: str | None,
+    score_confidence: ScoreConfidence | None,
 ) -> CheckpointMeta:
     from prime_retriever import __version__
 
@@ -181,6 +191,21 @@ def _meta(
         provenance=provenance or Provenance(),
         needs_reindex=needs_reindex,
         y_encoder_dir=y_encoder_dir,
+        score_confidence=score_confidence,
+    )
+
+
+def attach_score_confidence(path: str | Path, score_confidence: ScoreConfidence | None) -> CheckpointMeta:
+    """Re-save the (verified) checkpoint at ``path`` with ``score_confidence``; the weights are unchanged.
+
+    Its encoder, provenance and Y-Encoder fields are kept; the weights file's sha256 changes, since
+    its header now holds the calibration.
+    """
+    loaded = load_checkpoint(path)
+    meta = loaded.meta
+    return save_checkpoint(
+        loaded.model, path, dtype=_DTYPES[meta.dtype], encoder=meta.encoder, provenance=meta.provenance,
+        needs_reindex=meta.needs_reindex, y_encoder_dir=meta.y_encoder_dir, score_confidence=score_confidence,
     )
 
 
@@ -284,9 +309,17 @@ def _check_meta_against_weights(
     saved = _header_metadata(data).get(HEADER_KEY)
     if saved is not None:  # written by every save since the config joined the header
         try:
-            config = PredictorConfig.model_validate(json.loads(saved)["config"])
-        except (ValidationError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{weights}: the config saved with the weights is unreadable: {e}") from e
+            header = json.loads(saved)
+            config = PredictorConfig.model_validate(header["config"])
+            calibration = header.get("score_confidence")
+            score_confidence = None if calibration is None else ScoreConfidence.model_validate(calibration)
+        except (ValidationError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{weights}: the metadata saved with the weights is unreadable: {e}") from e
+        if score_confidence != meta.score_confidence:
+            raise CheckpointError(
+                f"{weights.parent / META_FILE}: its score_confidence differs from the one saved with the weights; "
+                "meta.json was edited or belongs to other weights"
+            )
         if config != meta.config:
             changed = sorted(k for k, v in config.model_dump().items() if meta.config.model_dump().get(k) != v)
             raise CheckpointError(

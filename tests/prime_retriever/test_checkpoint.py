@@ -14,6 +14,7 @@ from prime_retriever.checkpoint import (
     DatasetInfo,
     EncoderInfo,
     Provenance,
+    attach_score_confidence,
     checkpoint_size_bytes,
     load_checkpoint,
     read_meta,
@@ -23,6 +24,7 @@ from prime_retriever.checkpoint import (
 from prime_retriever.config import PredictorConfig
 from prime_retriever.errors import CheckpointError
 from prime_retriever.predictor import EmbeddingPredictor
+from prime_retriever.score_confidence import ScoreConfidence
 
 CFG = PredictorConfig(input_dim=32, output_dim=32, hidden_dim=64, num_layers=2, num_heads=4, max_context_length=4)
 
@@ -308,3 +310,40 @@ def test_invalid_config_in_meta(ckpt: Path) -> None:
 def test_bad_dtype(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="dtype"):
         save_checkpoint(trained_like_model(), tmp_path, dtype=torch.int8)
+
+
+def test_score_confidence_travels_in_the_hashed_header_and_an_edit_is_refused(tmp_path: Path) -> None:
+    m = trained_like_model()
+    plain = save_checkpoint(m, tmp_path / "ck", encoder=EncoderInfo(name="minilm", dim=32),
+                            provenance=Provenance(metrics={"val_mrr": 0.5}))
+    assert plain.score_confidence is None
+    sc = ScoreConfidence(top_weight=3.0, margin_weight=20.0, bias=-2.0, n_fitted=100, hit_rate=0.6)
+    meta = attach_score_confidence(tmp_path / "ck", sc)
+    assert meta.score_confidence == sc and meta.weights_sha256 != plain.weights_sha256
+    assert (meta.encoder, meta.provenance, meta.config) == (plain.encoder, plain.provenance, plain.config)
+    loaded = load_checkpoint(tmp_path / "ck")
+    ctx, q = inputs()
+    assert loaded.meta.score_confidence == sc and torch.equal(loaded.model(ctx, q), m(ctx, q))
+
+    meta_path = tmp_path / "ck" / META_FILE
+    good = meta_path.read_text()
+    edited = json.loads(good)
+    edited["score_confidence"]["bias"] = 5.0  # a tampered calibration: every search would look confident
+    meta_path.write_text(json.dumps(edited))
+    with pytest.raises(CheckpointError, match="its score_confidence differs from the one saved with the weights"):
+        load_checkpoint(tmp_path / "ck")
+    edited["score_confidence"] = None  # dropped from meta.json while the weights carry one
+    meta_path.write_text(json.dumps(edited))
+    with pytest.raises(CheckpointError, match="its score_confidence differs"):
+        load_checkpoint(tmp_path / "ck")
+
+    save_checkpoint(m, tmp_path / "ck2")  # weights without one, meta.json given one
+    raw = json.loads((tmp_path / "ck2" / META_FILE).read_text())
+    raw["score_confidence"] = sc.model_dump(mode="json")
+    (tmp_path / "ck2" / META_FILE).write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="its score_confidence differs"):
+        load_checkpoint(tmp_path / "ck2")
+    raw["score_confidence"]["top_weight"] = "NaN"
+    (tmp_path / "ck2" / META_FILE).write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="is invalid"):
+        read_meta(tmp_path / "ck2")
