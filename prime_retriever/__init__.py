@@ -16,6 +16,7 @@ from prime_retriever.checkpoint import (
     EncoderInfo,
     LoadedCheckpoint,
     Provenance,
+    attach_score_confidence,
     load_checkpoint,
     save_checkpoint,
     verify_checkpoint,
@@ -40,6 +41,7 @@ from prime_retriever.predictor import ContextKV, EmbeddingPredictor, PredictorTr
 from prime_retriever.qdrant_store import QdrantStore
 from prime_retriever.retriever import Hit, PredictiveRetriever, RetryPolicy, SearchResult, open_store
 from prime_retriever.schemas import PredictorInput, PredictorOutput
+from prime_retriever.score_confidence import ScoreConfidence
 from prime_retriever.store import ScoredDoc, StoreUnavailableError, VectorStore
 
 __all__ = [
@@ -74,6 +76,7 @@ __all__ = [
     "QdrantStore",
     "RetrieverError",
     "RetryPolicy",
+    "ScoreConfidence",
     "ScoredDoc",
     "SearchResult",
     "StoreError",
@@ -82,6 +85,7 @@ __all__ = [
     "TrainingConfig",
     "VectorStore",
     "__version__",
+    "attach_score_confidence",
     "check_encoder_dims",
     "load_checkpoint",
     "open_store",

@@ -47,6 +47,7 @@ from prime_retriever.errors import EncoderError, PredictorError, PrimeError, Ret
 from prime_retriever.inference import EagerPredictor, PredictorBackend
 from prime_retriever.micro_batcher import MicroBatcher
 from prime_retriever.predictive_cache import PredictiveCache
+from prime_retriever.score_confidence import ScoreConfidence
 from prime_retriever.store import MAX_K, ScoredDoc, StoreUnavailableError, VectorStore, is_valid_k, point_id
 
 if TYPE_CHECKING:
@@ -109,8 +110,10 @@ class SearchResult(list[Hit]):
     """The hits of one search, best first (a ``list`` of :class:`Hit`), with search-level facts.
 
     Attributes:
-        confidence: the predictor's confidence in [0, 1] that its prediction ranks the right
-            document first (0.0 on the fallback and baseline paths).
+        confidence: P(the top hit is a gold document), in [0, 1]: from the hits' scores when the
+            checkpoint carries a :class:`~prime_retriever.score_confidence.ScoreConfidence`
+            (the benchmark's AUROC of it is in the README), else the predictor's own
+            confidence head (0.0 on the fallback and baseline paths).
         source: the path that served the hits (every hit carries the same value).
         latency_s: end-to-end latency of the call, in seconds.
     """
@@ -231,6 +234,7 @@ class _Outcome:
     source: HitSource
     confidence: float
     vector: FloatArray = field(repr=False)  # (O,) the vector that was compared/searched
+    fetched: list[ScoredDoc] | None = field(default=None, repr=False)  # the hits as searched, before the cut to k
 
 
 # ---------------------------------------------------------------------------------------- construction helpers
@@ -373,6 +377,9 @@ class PredictiveRetriever:
             one (its config's ``link_candidates`` > 0): the linked documents join the context as its
             oldest turns, and the conversation keeps its most recent
             ``max_context_length - max_candidates`` turns.
+        score_confidence: the search-score calibration of :attr:`SearchResult.confidence`
+            (:class:`~prime_retriever.score_confidence.ScoreConfidence`; :meth:`from_config` takes
+            the checkpoint's); ``None`` reports the predictor's confidence head instead.
     """
 
     def __init__(
@@ -390,6 +397,7 @@ class PredictiveRetriever:
         text_cache_size: int = 4096,
         owns_store: bool = True,
         expansion: LinkExpansion | None = None,
+        score_confidence: ScoreConfidence | None = None,
     ) -> None:
         from prime_retriever.encoders import check_encoder_dims
 
@@ -408,6 +416,7 @@ class PredictiveRetriever:
         self.dim = encoder.dim
         self.max_context_length = backend.max_context_length
         self.expansion = expansion
+        self.score_confidence = score_confidence
         if expansion is not None and expansion.max_candidates >= self.max_context_length:
             raise ValueError(
                 f"expansion.max_candidates ({expansion.max_candidates}) must be below the predictor's "
@@ -462,6 +471,7 @@ class PredictiveRetriever:
         from prime_retriever.encoders import HFTextEncoder
 
         enc: TextEncoder = encoder if encoder is not None and not isinstance(encoder, str) else HFTextEncoder(encoder)
+        calibration: ScoreConfidence | None = None
         if isinstance(backend, str):
             if checkpoint is not None:
                 from prime_retriever.checkpoint import load_checkpoint
@@ -473,6 +483,7 @@ class PredictiveRetriever:
                         checkpoint, loaded.meta.encoder.name, enc.name,
                     )
                 model = loaded.model
+                calibration = loaded.meta.score_confidence
             else:
                 warnings.warn(
                     "no checkpoint given: using a random-init residual predictor (= the query-embedding baseline)",
@@ -484,6 +495,7 @@ class PredictiveRetriever:
             be = backend
         if "expansion" not in options:
             options["expansion"] = _expansion_for(getattr(be, "config", None), links)
+        options.setdefault("score_confidence", calibration)
         vs = open_store(store, path=path, collection=collection, api_key=api_key)
         return cls(be, enc, vs, **options)
 
@@ -703,8 +715,10 @@ class PredictiveRetriever:
         await self._ensure_ready()
         t0 = time.perf_counter()
         out = await self._batcher.submit(req)
-        if out.source == "predicted":
-            self.cache.put(req.session_id, out.vector, out.docs, req.k, req.filter, req.exclude_ids)
+        if out.source == "predicted":  # the hits as searched (_depth(k) of them), so a later search of k finds its two
+            depth = self._depth(req.k)
+            hits = out.docs if out.fetched is None else out.fetched[:depth]
+            self.cache.put(req.session_id, out.vector, hits, depth, req.filter, req.exclude_ids)
         return SearchResult(_hits(out.docs, out.source), confidence=out.confidence, source=out.source,
                             latency_s=time.perf_counter() - t0)
 
@@ -936,6 +950,19 @@ class PredictiveRetriever:
                 out.append(exc)
         return out
 
+    def _depth(self, k: int) -> int:
+        """Hits to fetch for a search of ``k``: the score confidence reads the first two."""
+        return max(k, 2) if self.score_confidence is not None else k
+
+    def _confidence(self, docs: Sequence[ScoredDoc], head: float) -> float:
+        """The search's confidence: from its hits' scores (best first) if calibrated, else the head's ``head``."""
+        if self.score_confidence is None:
+            return head
+        try:
+            return self.score_confidence.probability([d.score for d in docs])
+        except ValueError:  # a store gave a non-finite score: no evidence either way
+            return 0.0
+
     async def _process_batch(self, reqs: Sequence[_Request]) -> list[_Outcome | BaseException]:
         results: list[_Outcome | BaseException | None] = [None] * len(reqs)
         # 1. encode every text of the batch at once
@@ -998,17 +1025,17 @@ class PredictiveRetriever:
                 self.fallbacks += 1
             if r.kind == "search" and r.session_id is not None:
                 docs = None if src == "fallback" else self.cache.lookup(
-                    r.session_id, vec, r.k, r.filter, r.exclude_ids
+                    r.session_id, vec, self._depth(r.k), r.filter, r.exclude_ids
                 )
                 if src == "fallback":
                     self.cache.stats.misses += 1
                 if docs is not None:
-                    results[i] = _Outcome(docs, "cache", cf, vec)
+                    results[i] = _Outcome(docs[: r.k], "cache", self._confidence(docs, cf), vec)
                     continue
             to_search.append(i)
         # 4. one search_batch for the rest
         if to_search:
-            k_max = max(reqs[i].k for i in to_search)
+            k_max = self._depth(max(reqs[i].k for i in to_search))
             mat = np.stack([vectors[i][0] for i in to_search])  # S × O
             filters = [reqs[i].filter for i in to_search]
             excl = [list(reqs[i].exclude_ids) for i in to_search]
@@ -1017,7 +1044,8 @@ class PredictiveRetriever:
                     results[i] = docs_or_exc
                 else:
                     vec, cf, src = vectors[i]
-                    results[i] = _Outcome(docs_or_exc[: reqs[i].k], src, cf, vec)
+                    score_conf = cf if src == "fallback" else self._confidence(docs_or_exc, cf)
+                    results[i] = _Outcome(docs_or_exc[: reqs[i].k], src, score_conf, vec, fetched=docs_or_exc)
         out: list[_Outcome | BaseException] = []
         for res in results:
             assert res is not None

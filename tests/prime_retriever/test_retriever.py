@@ -28,6 +28,7 @@ from prime_retriever.errors import EncoderError
 from prime_retriever.inference import EagerPredictor
 from prime_retriever.qdrant_store import QdrantStore
 from prime_retriever.retriever import Hit, PredictiveRetriever, SearchResult, random_predictor
+from prime_retriever.score_confidence import ScoreConfidence
 from training.data import data_dir
 
 DATA = data_dir() / "hotpotqa" / "ircot_dev500.jsonl"  # $PRIME_DATA_DIR or ../shared/data
@@ -279,6 +280,40 @@ async def test_warmup_and_from_config(cache_root: Path) -> None:
         q = hotpot_sample().questions[0]
         res = await r.search([q], q, k=3)
         assert len(res) == 3
+
+
+async def test_score_confidence_reads_the_hits_scores_on_every_path(cache_root: Path, tmp_path: Path) -> None:
+    """With a calibration the confidence is that of the search's own top-2 scores: fresh, k=1, prepared, cached."""
+    from prime_retriever.checkpoint import attach_score_confidence, save_checkpoint
+
+    sc = ScoreConfidence(top_weight=2.0, margin_weight=25.0, bias=-1.0, n_fitted=10, hit_rate=0.5)
+    backend = small_predictor()
+    q = hotpot_sample().questions[1]
+    qv = encode_cached(cache_root, [q])  # 1 × D
+    _, head = backend.predict(qv[None], qv)  # the predictor's own confidence head
+    store = await populated_store(cache_root)
+    async with PredictiveRetriever(backend, shared_encoder(), store, batch_wait_s=0.005, score_confidence=sc) as r:
+        five = await r.search([q], q, k=5)
+        expected = sc.probability([h.score for h in five])
+        assert five.confidence == pytest.approx(expected, abs=1e-6)
+        assert abs(expected - float(head[0])) > 1e-3  # the two confidences differ, so the check above can fail
+        one = await r.search([q], q, k=1)  # one hit asked for: the second is still read for the margin
+        assert len(one) == 1 and one.confidence == pytest.approx(expected, abs=1e-6)
+        prepared = await r.prepare("s", [q], query=q, k=1)
+        cached = await r.search([q], q, k=1, session_id="s")
+        assert len(prepared) == 1 and prepared.confidence == pytest.approx(expected, abs=1e-6)
+        assert cached.source == "cache" and len(cached) == 1 and cached.confidence == pytest.approx(expected, abs=1e-6)
+        base = await r.search_baseline(q, k=5)
+        assert base.confidence == 0.0
+    store = await populated_store(cache_root)
+    async with PredictiveRetriever(backend, shared_encoder(), store, batch_wait_s=0.005) as r:
+        plain = await r.search([q], q, k=5)  # no calibration: the head's confidence, as before
+        assert plain.confidence == pytest.approx(float(head[0]), abs=1e-6)
+    # from_config takes the checkpoint's calibration
+    save_checkpoint(backend.model, tmp_path / "ck")
+    attach_score_confidence(tmp_path / "ck", sc)
+    async with PredictiveRetriever.from_config(tmp_path / "ck", encoder=shared_encoder()) as r:
+        assert r.score_confidence == sc
 
 
 async def test_dimension_mismatch_is_refused() -> None:
