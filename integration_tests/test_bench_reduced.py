@@ -64,6 +64,17 @@ def test_report_breaks_down_the_dataset_training_never_saw(reduced: dict[str, An
     assert trained == {(n, c["train"]) for n, c in reduced["sources"].items() if c["train"]}
 
 
+def test_the_confidence_is_the_checkpoints_score_calibration_and_informative(reduced: dict[str, Any]) -> None:
+    """Training fits the search-score confidence on validation; searches report it, and on multi_hop
+    (where about half the top hits are gold) it tells a right top hit from a wrong one."""
+    from prime_retriever.checkpoint import read_meta
+
+    calibration = read_meta(reduced["checkpoint"]).score_confidence
+    assert calibration is not None and calibration.model_dump(mode="json") == reduced["score_confidence"]
+    assert calibration.n_fitted == reduced["training"]["n_val"]
+    assert reduced["framings"]["multi_hop"]["predictor"]["confidence_auroc"] > 0.6
+
+
 def test_link_expansion_is_what_the_predictor_was_served_with(reduced: dict[str, Any]) -> None:
     links = reduced["link_graph"]
     config = load_checkpoint(reduced["checkpoint"]).model.config

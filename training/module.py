@@ -39,6 +39,7 @@ __all__ = [
     "evaluate_retrieval",
     "gather_with_grad",
     "retrieval_metrics",
+    "top_two_scores",
     "warmup_cosine",
 ]
 
@@ -155,6 +156,46 @@ def evaluate_retrieval(
             model.train()
     return {f"r@{k}": stratified_mean(torch.cat(rec), vset.stratum),
             "mrr": stratified_mean(torch.cat(rr), vset.stratum)}
+
+
+@torch.no_grad()
+def top_two_scores(
+    model: EmbeddingPredictor, vset: TrainingSet, corpus: torch.Tensor | None = None, *, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(s_1, s_2, top_is_gold)``, each ``E``: the two best cosine scores of every prediction over the
+    corpus (``excluded`` rows dropped; ``s_2 = s_1`` for a one-document corpus) and whether the best is gold.
+
+    What :class:`~prime_retriever.score_confidence.ScoreConfidence` is fitted on.
+    """
+    corpus_m = (vset.corpus if corpus is None else corpus).to(model.device)  # C × D
+    was_training = model.training
+    model.eval()
+    s1: list[torch.Tensor] = []
+    s2: list[torch.Tensor] = []
+    hit: list[torch.Tensor] = []
+    try:
+        for start in range(0, len(vset), batch_size):
+            sl = slice(start, start + batch_size)
+            mask = vset.context_mask[sl]
+            n = max(int(mask.sum(dim=1).max()), 1)
+            pred = model.predict(
+                vset.context[sl, :n].to(model.device, model.dtype), vset.query[sl].to(model.device, model.dtype),
+                mask[:, :n].to(model.device),
+            ).embedding.float()  # b × D
+            scores = pred @ corpus_m.float().T  # b × C
+            excluded = vset.excluded[sl].to(scores.device)  # b × X
+            valid = excluded >= 0
+            rows = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(excluded)
+            scores[rows[valid], excluded[valid]] = float("-inf")
+            top = scores.topk(min(2, scores.shape[1]), dim=1)  # b × 2
+            gold = vset.gold[sl].to(scores.device)  # b × G
+            s1.append(top.values[:, 0].cpu())
+            s2.append(top.values[:, -1].cpu())
+            hit.append(((gold == top.indices[:, :1]) & (gold >= 0)).any(dim=1).cpu())
+    finally:
+        if was_training:
+            model.train()
+    return torch.cat(s1), torch.cat(s2), torch.cat(hit)
 
 
 class TrainableYEncoder(nn.Module):

@@ -27,15 +27,23 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
 from torch.utils.data import DataLoader
 
-from prime_retriever.checkpoint import DatasetInfo, EncoderInfo, Provenance, save_checkpoint
+from prime_retriever.checkpoint import (
+    DatasetInfo,
+    EncoderInfo,
+    Provenance,
+    attach_score_confidence,
+    load_checkpoint,
+    save_checkpoint,
+)
 from prime_retriever.config import PredictorConfig, TrainingConfig
 from prime_retriever.documents import Document
 from prime_retriever.errors import PrimeError
 from prime_retriever.link_graph import LinkExpansion, LinkGraph
 from prime_retriever.predictor import EmbeddingPredictor
+from prime_retriever.score_confidence import ScoreConfidence
 from training.data.encoded import TextEncoderLike
 from training.data.examples import Example
-from training.module import PredictorModule, TrainableYEncoder, evaluate_retrieval
+from training.module import PredictorModule, TrainableYEncoder, evaluate_retrieval, top_two_scores
 from training.training_set import (
     Batch,
     TrainingSet,
@@ -68,6 +76,8 @@ class TrainResult:
     # why the fit ended: "early_stopping", "max_epochs", "max_steps" or "time_budget". Only the last
     # depends on the machine's speed: a run it stopped may not give the same numbers twice.
     stop_reason: str = "max_epochs"
+    # the search-score confidence fitted on validation and saved in the checkpoint (None: no validation)
+    score_confidence: ScoreConfidence | None = None
 
 
 class _TrainCollator:
@@ -403,6 +413,9 @@ def train_predictor(
         final = {f"val_{k}": v for k, v in scores.items()}
         module.history.append({"step": float(trainer.global_step), **final})
         ckpt_cb.offer(final[ckpt_cb.monitor], final, trainer, module)
+    calibration = None
+    if val_set is not None and trainer.is_global_zero and y_encoder is None and (out / "meta.json").exists():
+        calibration = calibrate_checkpoint(out, val_set)
     tail = thr.losses[-max(steps_per_epoch, 1):]
     final_loss = sum(tail) / len(tail) if tail else float("nan")
     return TrainResult(
@@ -417,7 +430,27 @@ def train_predictor(
         train_seconds=thr.seconds,
         history=list(module.history),
         stop_reason=reason,
+        score_confidence=calibration,
     )
+
+
+def calibrate_checkpoint(path: Path, val_set: TrainingSet) -> ScoreConfidence | None:
+    """Fit the search-score confidence of the checkpoint at ``path`` on ``val_set`` and save it there.
+
+    The kept (best) weights predict every validation row; the two best scores over the validation
+    corpus and whether the best is gold fit :class:`ScoreConfidence`. ``None`` (and the checkpoint
+    unchanged) when fewer than 2 rows have a finite top score.
+    """
+    model = load_checkpoint(path).model
+    s1, s2, hit = top_two_scores(model, val_set)
+    keep = torch.isfinite(s1)
+    if int(keep.sum()) < 2:
+        return None
+    s1, s2, hit = s1[keep], s2[keep], hit[keep]
+    s2 = torch.where(torch.isfinite(s2), s2, s1)  # one candidate left: margin 0, as the retriever reads it
+    calibration = ScoreConfidence.fit(s1.numpy(), s2.numpy(), hit.numpy())
+    attach_score_confidence(path, calibration)
+    return calibration
 
 
 # ---------------------------------------------------------------------------------------------- CLI

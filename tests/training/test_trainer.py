@@ -84,6 +84,31 @@ def test_train_predictor_writes_a_project_checkpoint(tmp_path: Path) -> None:
     assert (tmp_path / "ck.logs").is_dir()
 
 
+def test_training_fits_the_search_score_confidence_on_validation(tmp_path: Path) -> None:
+    import torch
+
+    from training.module import retrieval_metrics
+    from training.training_set import build_training_sets
+
+    train, val, corpus = toy_data()
+    cfg, tc = toy_configs()
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=8,
+                          progress_bar=False, verbose=False, logger=None)
+    sc = res.score_confidence
+    loaded = load_checkpoint(tmp_path / "ck")
+    assert sc is not None and loaded.meta.score_confidence == sc and sc.n_fitted == len(val)
+    # fitted on the kept weights' validation ranks: its hit rate is their share of gold-first rows
+    _, val_set, _ = build_training_sets(train, val, corpus, ToyEncoder(), max_context_length=cfg.max_context_length)
+    assert val_set is not None
+    with torch.no_grad():
+        pred = loaded.model.predict(val_set.context, val_set.query, val_set.context_mask).embedding
+    _, rr = retrieval_metrics(pred, val_set.corpus, val_set.gold, val_set.excluded)
+    assert 0.0 < sc.hit_rate < 1.0 and sc.hit_rate == pytest.approx(float((rr == 1).float().mean()))
+    no_val = train_predictor(train, [], corpus, ToyEncoder(), cfg, tc, tmp_path / "ck2", max_steps=4,
+                             progress_bar=False, verbose=False, logger=None)
+    assert no_val.score_confidence is None and load_checkpoint(tmp_path / "ck2").meta.score_confidence is None
+
+
 def test_provenance_records_each_datasets_own_count(tmp_path: Path) -> None:
     train, val, corpus = toy_data()
     cfg, tc = toy_configs()

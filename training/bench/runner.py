@@ -256,7 +256,9 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions) -> dict[str, Any]:
     store = open_store(opts.store, path=store_path)
     backend = make_backend(model, opts.backend)
     expansion = LinkExpansion.for_config(model.config, graph)
-    retriever = PredictiveRetriever(backend, encoder, store, micro_batching=opts.micro_batching, expansion=expansion)
+    calibration = read_meta(ckpt_dir).score_confidence  # None: an older checkpoint, the head's confidence is reported
+    retriever = PredictiveRetriever(backend, encoder, store, micro_batching=opts.micro_batching, expansion=expansion,
+                                    score_confidence=calibration)
     framings: dict[str, Any] = {}
     by_dataset: dict[str, dict[str, Any]] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
@@ -292,6 +294,7 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions) -> dict[str, Any]:
                        "expansion": None if expansion is None else {"seeds": expansion.seeds,
                                                                     "max_candidates": expansion.max_candidates}},
         "store": store.name,
+        "score_confidence": None if calibration is None else calibration.model_dump(mode="json"),
         "backend": getattr(backend, "name", opts.backend),
         "sources": suite.sources,
         "unseen_datasets": suite.unseen,
