@@ -28,6 +28,8 @@ def run_cli(args: argparse.Namespace) -> int:
     print(f"parameters:   {meta.num_parameters:,}")
     print(f"encoder:      {enc}")
     print(f"needs reindex: {meta.needs_reindex}")
+    sc = meta.score_confidence
+    print(f"confidence:   {'the predictor head (no search-score calibration)' if sc is None else sc.describe()}")
     print("config:")
     for k, v in meta.config.model_dump().items():
         print(f"  {k}: {v}")

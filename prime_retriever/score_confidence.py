@@ -47,6 +47,13 @@ class ScoreConfidence(BaseModel):
     n_fitted: int = Field(ge=0, description="validation questions it was fitted on")
     hit_rate: float = Field(ge=0.0, le=1.0, description="share of them whose top hit was gold")
 
+    def describe(self) -> str:
+        """One line: the model and what it was fitted on."""
+        sign = "-" if self.bias < 0 else "+"
+        w, m, b = self.top_weight, self.margin_weight, abs(self.bias)
+        model = f"sigmoid({w:.3f} * s1 + {m:.3f} * (s1 - s2) {sign} {b:.3f})"
+        return f"{model}, fitted on {self.n_fitted} validation questions ({self.hit_rate:.0%} with a gold top hit)"
+
     def probability(self, scores: Sequence[float]) -> float:
         """P(top hit is gold) for hits ranked best first; 0.0 for no hits."""
         if len(scores) == 0:

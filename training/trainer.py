@@ -657,6 +657,10 @@ def run_cli(args: argparse.Namespace) -> int:
             print(f"  query-embedding baseline: R@10 {q['r@10']:.4f}  MRR {q['mrr']:.4f}")
         if i:
             print(f"  untrained predictor: R@10 {i['r@10']:.4f}  MRR {i['mrr']:.4f}")
+    if res.score_confidence is not None:
+        print(f"search-score confidence: {res.score_confidence.describe()}")
+    else:  # searches then report the predictor's confidence head
+        print("search-score confidence: not fitted (it needs at least 2 validation questions)")
     return 0
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from prime_retriever.checkpoint import save_checkpoint
+from prime_retriever.checkpoint import attach_score_confidence, save_checkpoint
 from prime_retriever.cli import main
 from prime_retriever.config import PredictorConfig
 from prime_retriever.predictor import EmbeddingPredictor
+from prime_retriever.score_confidence import ScoreConfidence
 
 CFG = PredictorConfig(input_dim=16, output_dim=16, hidden_dim=32, num_layers=1, num_heads=2, max_context_length=3)
 
@@ -27,6 +28,12 @@ def test_info(ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", str(ckpt)]) == 0
     out = capsys.readouterr().out
     assert "sha256:" in out and "(verified)" in out and "hidden_dim: 32" in out
+    assert "confidence:   the predictor head (no search-score calibration)" in out
+    sc = ScoreConfidence(top_weight=1.5, margin_weight=12.0, bias=-1.25, n_fitted=300, hit_rate=0.6)
+    attach_score_confidence(ckpt, sc)
+    assert main(["info", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "confidence:   sigmoid(1.500 * s1 + 12.000 * (s1 - s2) - 1.250), fitted on 300 validation questions" in out
     assert main(["info", str(ckpt), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["size_bytes"] > 0 and data["config"]["hidden_dim"] == 32

@@ -12,7 +12,8 @@ from prime_retriever.score_confidence import ScoreConfidence, score_features
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+    return out
 
 
 def synthetic(n: int, *, w_top: float, w_margin: float, bias: float, seed: int = 0

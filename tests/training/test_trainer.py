@@ -329,6 +329,9 @@ def test_cli_says_why_training_stopped(tmp_path: Path, capsys: pytest.CaptureFix
     assert main([*common, "--out", str(tmp_path / "a"), "--max-steps", "2"]) == 0
     out = capsys.readouterr().out
     assert "stopped by max_steps" in out and "warning" not in out
+    # 30 questions leave one for validation: too few to fit the search-score confidence, and the CLI says so
+    assert "1 held-out" in out and "search-score confidence: not fitted" in out
+    assert load_checkpoint(tmp_path / "a").meta.score_confidence is None
     # a budget already spent ends the run before its first step on any machine: the CLI says so, and keeps a checkpoint
     assert main([*common, "--out", str(tmp_path / "b"), "--time-budget", "0"]) == 0
     out = capsys.readouterr().out
