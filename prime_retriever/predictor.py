@@ -329,6 +329,10 @@ class EmbeddingPredictor(nn.Module):
         first: a logistic head on the [PRED] state (one dot product), trained beside the InfoNCE
         loss with binary cross-entropy against "the positive was the top-1 of the batch's
         candidates". Its gradient never reaches the predictor's trunk. An untrained head says 0.5.
+        Before any search it knows little: on the benchmark its AUROC against "the top hit is gold"
+        is chance level (0.47-0.54 per framing). A search's own confidence
+        (:class:`~prime_retriever.score_confidence.ScoreConfidence`, read from its hits' scores) is
+        what :class:`~prime_retriever.retriever.SearchResult` reports when the checkpoint has one.
         """
         self.validate_inputs(context_embeddings, query_embedding, context_mask)
         out = self.predict(context_embeddings, query_embedding, context_mask)

@@ -69,7 +69,10 @@ class PredictorOutput(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     predicted_embedding: list[float] = Field(description="Predicted target embedding (D), unit norm")
-    confidence: float = Field(ge=0.0, le=1.0, description="P(the prediction ranks its gold document first)")
+    confidence: float = Field(
+        ge=0.0, le=1.0,
+        description="the predictor head's P(the prediction ranks its gold document first), before any search",
+    )
 
     @field_validator("predicted_embedding")
     @classmethod
