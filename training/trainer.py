@@ -76,7 +76,8 @@ class TrainResult:
     # why the fit ended: "early_stopping", "max_epochs", "max_steps" or "time_budget". Only the last
     # depends on the machine's speed: a run it stopped may not give the same numbers twice.
     stop_reason: str = "max_epochs"
-    # the search-score confidence fitted on validation and saved in the checkpoint (None: no validation)
+    # the search-score confidence fitted on validation and saved in the checkpoint (None: no validation,
+    # fewer than 2 validation rows, or a fine-tuned Y-Encoder, whose corpus needs re-indexing first)
     score_confidence: ScoreConfidence | None = None
 
 
