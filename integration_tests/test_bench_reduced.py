@@ -66,7 +66,7 @@ def test_report_breaks_down_the_dataset_training_never_saw(reduced: dict[str, An
 
 def test_the_confidence_is_the_checkpoints_score_calibration_and_informative(reduced: dict[str, Any]) -> None:
     """Training fits the search-score confidence on validation; searches report it, and on multi_hop
-    (where about half the top hits are gold) it tells a right top hit from a wrong one."""
+    (where about a third of the top hits are wrong) it tells a right top hit from a wrong one."""
     from prime_retriever.checkpoint import read_meta
 
     calibration = read_meta(reduced["checkpoint"]).score_confidence

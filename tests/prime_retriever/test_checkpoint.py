@@ -326,8 +326,7 @@ def test_score_confidence_travels_in_the_hashed_header_and_an_edit_is_refused(tm
     assert loaded.meta.score_confidence == sc and torch.equal(loaded.model(ctx, q), m(ctx, q))
 
     meta_path = tmp_path / "ck" / META_FILE
-    good = meta_path.read_text()
-    edited = json.loads(good)
+    edited = json.loads(meta_path.read_text())
     edited["score_confidence"]["bias"] = 5.0  # a tampered calibration: every search would look confident
     meta_path.write_text(json.dumps(edited))
     with pytest.raises(CheckpointError, match="its score_confidence differs from the one saved with the weights"):
