@@ -19,7 +19,7 @@ baseline's ``val_baseline_r@10`` / ``val_baseline_mrr``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,21 @@ def gather_no_grad(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def ranking_scores(
+    predicted: torch.Tensor,  # B × D unit
+    corpus: torch.Tensor,  # C × D unit
+    excluded: torch.Tensor | None = None,  # B × X long, -1 padded
+) -> torch.Tensor:
+    """``B × C`` cosine scores in fp32 (even under autocast), ``-inf`` at each row's ``excluded`` columns."""
+    with torch.autocast(device_type=predicted.device.type, enabled=False):
+        scores = predicted.float() @ corpus.float().T  # B × C
+    if excluded is not None and excluded.numel():
+        ex_valid = excluded >= 0
+        rows = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(excluded)
+        scores[rows[ex_valid], excluded[ex_valid]] = float("-inf")
+    return scores
+
+
 def retrieval_metrics(
     predicted: torch.Tensor,  # B × D unit
     corpus: torch.Tensor,  # C × D unit
@@ -99,13 +114,8 @@ def retrieval_metrics(
     score is not finite ranks last, so a collapsed (constant) or diverged (NaN) model scores the
     worst, not the best. Scores are computed in fp32 even under autocast.
     """
-    with torch.autocast(device_type=predicted.device.type, enabled=False):
-        scores = predicted.float() @ corpus.float().T  # B × C
-    B, C = scores.shape
-    if excluded is not None and excluded.numel():
-        ex_valid = excluded >= 0
-        rows = torch.arange(B, device=scores.device)[:, None].expand_as(excluded)
-        scores[rows[ex_valid], excluded[ex_valid]] = float("-inf")
+    scores = ranking_scores(predicted, corpus, excluded)  # B × C
+    C = scores.shape[1]
     valid = gold >= 0  # B × G
     gold_scores = scores.gather(1, gold.clamp(min=0))  # B × G
     # 1 = best: the gold itself plus every other candidate scoring at least as high (NaN compares False)
@@ -115,6 +125,32 @@ def retrieval_metrics(
     recall = hit / valid.sum(dim=1).clamp(min=1).float()
     best = ranks.masked_fill(~valid, torch.iinfo(ranks.dtype).max).min(dim=1).values  # B
     return recall, 1.0 / best.float()
+
+
+def _prediction_batches(
+    model: EmbeddingPredictor | None, vset: TrainingSet, batch_size: int
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``(rows, b × D predictions)`` over ``vset`` in eval mode (the query rows when ``model`` is None);
+    the model's train/eval mode is restored afterwards."""
+    was_training = model.training if model is not None else False
+    if model is not None:
+        model.eval()
+    try:
+        for start in range(0, len(vset), batch_size):
+            sl = slice(start, start + batch_size)
+            if model is None:
+                yield sl, vset.query[sl]
+                continue
+            mask = vset.context_mask[sl]
+            n = max(int(mask.sum(dim=1).max()), 1)
+            yield sl, model.predict(
+                vset.context[sl, :n].to(model.device, model.dtype),
+                vset.query[sl].to(model.device, model.dtype),
+                mask[:, :n].to(model.device),
+            ).embedding
+    finally:
+        if model is not None and was_training:
+            model.train()
 
 
 @torch.no_grad()
@@ -128,32 +164,15 @@ def evaluate_retrieval(
 ) -> dict[str, float]:
     """R@k and MRR of ``model`` (or of the query-embedding baseline when ``model`` is None) on ``vset``."""
     corpus_m = vset.corpus if corpus is None else corpus  # C × D
+    if model is not None:
+        corpus_m = corpus_m.to(model.device)
     rec: list[torch.Tensor] = []
     rr: list[torch.Tensor] = []
-    was_training = model.training if model is not None else False
-    if model is not None:
-        model.eval()
-        corpus_m = corpus_m.to(model.device)
-    try:
-        for start in range(0, len(vset), batch_size):
-            sl = slice(start, start + batch_size)
-            if model is None:
-                pred = vset.query[sl]
-            else:
-                mask = vset.context_mask[sl]
-                n = max(int(mask.sum(dim=1).max()), 1)
-                pred = model.predict(
-                    vset.context[sl, :n].to(model.device, model.dtype),
-                    vset.query[sl].to(model.device, model.dtype),
-                    mask[:, :n].to(model.device),
-                ).embedding
-            r, m = retrieval_metrics(pred, corpus_m.to(pred.device), vset.gold[sl].to(pred.device),
-                                     vset.excluded[sl].to(pred.device), k)
-            rec.append(r.cpu())
-            rr.append(m.cpu())
-    finally:
-        if model is not None and was_training:
-            model.train()
+    for sl, pred in _prediction_batches(model, vset, batch_size):
+        r, m = retrieval_metrics(pred, corpus_m.to(pred.device), vset.gold[sl].to(pred.device),
+                                 vset.excluded[sl].to(pred.device), k)
+        rec.append(r.cpu())
+        rr.append(m.cpu())
     return {f"r@{k}": stratified_mean(torch.cat(rec), vset.stratum),
             "mrr": stratified_mean(torch.cat(rr), vset.stratum)}
 
@@ -168,33 +187,16 @@ def top_two_scores(
     What :class:`~prime_retriever.score_confidence.ScoreConfidence` is fitted on.
     """
     corpus_m = (vset.corpus if corpus is None else corpus).to(model.device)  # C × D
-    was_training = model.training
-    model.eval()
     s1: list[torch.Tensor] = []
     s2: list[torch.Tensor] = []
     hit: list[torch.Tensor] = []
-    try:
-        for start in range(0, len(vset), batch_size):
-            sl = slice(start, start + batch_size)
-            mask = vset.context_mask[sl]
-            n = max(int(mask.sum(dim=1).max()), 1)
-            pred = model.predict(
-                vset.context[sl, :n].to(model.device, model.dtype), vset.query[sl].to(model.device, model.dtype),
-                mask[:, :n].to(model.device),
-            ).embedding.float()  # b × D
-            scores = pred @ corpus_m.float().T  # b × C
-            excluded = vset.excluded[sl].to(scores.device)  # b × X
-            valid = excluded >= 0
-            rows = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(excluded)
-            scores[rows[valid], excluded[valid]] = float("-inf")
-            top = scores.topk(min(2, scores.shape[1]), dim=1)  # b × 2
-            gold = vset.gold[sl].to(scores.device)  # b × G
-            s1.append(top.values[:, 0].cpu())
-            s2.append(top.values[:, -1].cpu())
-            hit.append(((gold == top.indices[:, :1]) & (gold >= 0)).any(dim=1).cpu())
-    finally:
-        if was_training:
-            model.train()
+    for sl, pred in _prediction_batches(model, vset, batch_size):
+        scores = ranking_scores(pred, corpus_m, vset.excluded[sl].to(pred.device))  # b × C
+        top = scores.topk(min(2, scores.shape[1]), dim=1)  # b × 2
+        gold = vset.gold[sl].to(scores.device)  # b × G
+        s1.append(top.values[:, 0].cpu())
+        s2.append(top.values[:, -1].cpu())
+        hit.append(((gold == top.indices[:, :1]) & (gold >= 0)).any(dim=1).cpu())
     return torch.cat(s1), torch.cat(s2), torch.cat(hit)
 
 
