@@ -230,11 +230,10 @@ class _Request:
 class _Outcome:
     """What the batch produced for one request."""
 
-    docs: list[ScoredDoc]
+    docs: list[ScoredDoc]  # best first, as fetched: at least the request's k where the store holds them
     source: HitSource
     confidence: float
     vector: FloatArray = field(repr=False)  # (O,) the vector that was compared/searched
-    fetched: list[ScoredDoc] | None = field(default=None, repr=False)  # the hits as searched, before the cut to k
 
 
 # ---------------------------------------------------------------------------------------- construction helpers
@@ -668,7 +667,7 @@ class PredictiveRetriever:
         latency = time.perf_counter() - t0
         if session_id is not None:
             self.cache.record_latency(out.source == "cache", latency)
-        return SearchResult(_hits(out.docs, out.source), confidence=out.confidence, source=out.source,
+        return SearchResult(_hits(out.docs[: req.k], out.source), confidence=out.confidence, source=out.source,
                             latency_s=latency)
 
     async def search_baseline(
@@ -715,11 +714,10 @@ class PredictiveRetriever:
         await self._ensure_ready()
         t0 = time.perf_counter()
         out = await self._batcher.submit(req)
-        if out.source == "predicted":  # the hits as searched (_depth(k) of them), so a later search of k finds its two
+        if out.source == "predicted":  # _depth(k) hits, so a later search of k finds the two its confidence reads
             depth = self._depth(req.k)
-            hits = out.docs if out.fetched is None else out.fetched[:depth]
-            self.cache.put(req.session_id, out.vector, hits, depth, req.filter, req.exclude_ids)
-        return SearchResult(_hits(out.docs, out.source), confidence=out.confidence, source=out.source,
+            self.cache.put(req.session_id, out.vector, out.docs[:depth], depth, req.filter, req.exclude_ids)
+        return SearchResult(_hits(out.docs[: req.k], out.source), confidence=out.confidence, source=out.source,
                             latency_s=time.perf_counter() - t0)
 
     def _prepare_request(
@@ -1030,7 +1028,7 @@ class PredictiveRetriever:
                 if src == "fallback":
                     self.cache.stats.misses += 1
                 if docs is not None:
-                    results[i] = _Outcome(docs[: r.k], "cache", self._confidence(docs, cf), vec)
+                    results[i] = _Outcome(docs, "cache", self._confidence(docs, cf), vec)
                     continue
             to_search.append(i)
         # 4. one search_batch for the rest
@@ -1045,7 +1043,7 @@ class PredictiveRetriever:
                 else:
                     vec, cf, src = vectors[i]
                     score_conf = cf if src == "fallback" else self._confidence(docs_or_exc, cf)
-                    results[i] = _Outcome(docs_or_exc[: reqs[i].k], src, score_conf, vec, fetched=docs_or_exc)
+                    results[i] = _Outcome(docs_or_exc, src, score_conf, vec)
         out: list[_Outcome | BaseException] = []
         for res in results:
             assert res is not None
