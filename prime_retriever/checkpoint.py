@@ -195,16 +195,19 @@ def _meta(
     )
 
 
-def attach_score_confidence(path: str | Path, score_confidence: ScoreConfidence | None) -> CheckpointMeta:
-    """Re-save the (verified) checkpoint at ``path`` with ``score_confidence``; the weights are unchanged.
+def attach_score_confidence(
+    checkpoint: str | Path | LoadedCheckpoint, score_confidence: ScoreConfidence | None
+) -> CheckpointMeta:
+    """Re-save the (verified) checkpoint with ``score_confidence``; the weights are unchanged.
 
-    Its encoder, provenance and Y-Encoder fields are kept; the weights file's sha256 changes, since
-    its header now holds the calibration.
+    ``checkpoint``: its directory, or the :class:`LoadedCheckpoint` already read from it (not read
+    again). Its encoder, provenance and Y-Encoder fields are kept; the weights file's sha256
+    changes, since its header now holds the calibration.
     """
-    loaded = load_checkpoint(path)
+    loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
     meta = loaded.meta
     return save_checkpoint(
-        loaded.model, path, dtype=_DTYPES[meta.dtype], encoder=meta.encoder, provenance=meta.provenance,
+        loaded.model, loaded.path, dtype=_DTYPES[meta.dtype], encoder=meta.encoder, provenance=meta.provenance,
         needs_reindex=meta.needs_reindex, y_encoder_dir=meta.y_encoder_dir, score_confidence=score_confidence,
     )
 

@@ -442,15 +442,15 @@ def calibrate_checkpoint(path: Path, val_set: TrainingSet) -> ScoreConfidence | 
     corpus and whether the best is gold fit :class:`ScoreConfidence`. ``None`` (and the checkpoint
     unchanged) when fewer than 2 rows have a finite top score.
     """
-    model = load_checkpoint(path).model
-    s1, s2, hit = top_two_scores(model, val_set)
+    loaded = load_checkpoint(path)
+    s1, s2, hit = top_two_scores(loaded.model, val_set)
     keep = torch.isfinite(s1)
     if int(keep.sum()) < 2:
         return None
     s1, s2, hit = s1[keep], s2[keep], hit[keep]
     s2 = torch.where(torch.isfinite(s2), s2, s1)  # one candidate left: margin 0, as the retriever reads it
     calibration = ScoreConfidence.fit(s1.numpy(), s2.numpy(), hit.numpy())
-    attach_score_confidence(path, calibration)
+    attach_score_confidence(loaded, calibration)
     return calibration
 
 

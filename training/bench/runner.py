@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from prime_retriever.checkpoint import read_meta
+from prime_retriever.checkpoint import load_checkpoint, read_meta
 from prime_retriever.documents import Document, scope_filter
 from prime_retriever.embedding_cache import CachedEncoder
 from prime_retriever.encoders import HFTextEncoder
 from prime_retriever.errors import CheckpointError, StoreError
 from prime_retriever.link_graph import LinkExpansion, LinkGraph
-from prime_retriever.predictor import EmbeddingPredictor
 from prime_retriever.retriever import PredictiveRetriever, make_backend, open_store
 from training.bench.adapter import LinearAdapter, load_adapter, save_adapter, train_adapter
 from training.bench.recipe import Recipe, train_with_recipe
@@ -66,10 +65,6 @@ def _text_vectors(encoder: CachedEncoder, texts: Sequence[str]) -> dict[str, np.
 
 def _concat_text(ex: Example) -> str:
     return " ".join([*ex.context, ex.query])
-
-
-def _sha_dir(path: Path) -> str:
-    return read_meta(path).weights_sha256
 
 
 async def _evaluate_framing(
@@ -242,7 +237,8 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions) -> dict[str, Any]:
             train_set, _, _ = build_training_sets(suite.train, [], suite.train_corpus, encoder, max_context_length=1)
             adapter = train_adapter(train_set, None, seed=opts.seed, max_epochs=3).adapter
     t_train = time.perf_counter() - t0
-    model = EmbeddingPredictor.from_checkpoint(ckpt_dir)
+    loaded = load_checkpoint(ckpt_dir)  # verified: its meta (hash, calibration) is the one the weights carry
+    model = loaded.model
 
     # ---- index into the project's own store, then search through the real retriever
     docs = [suite.corpus[i] for i in enc_corpus.ids]
@@ -256,7 +252,7 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions) -> dict[str, Any]:
     store = open_store(opts.store, path=store_path)
     backend = make_backend(model, opts.backend)
     expansion = LinkExpansion.for_config(model.config, graph)
-    calibration = read_meta(ckpt_dir).score_confidence  # None: an older checkpoint, the head's confidence is reported
+    calibration = loaded.meta.score_confidence  # None: an older checkpoint, the head's confidence is reported
     retriever = PredictiveRetriever(backend, encoder, store, micro_batching=opts.micro_batching, expansion=expansion,
                                     score_confidence=calibration)
     framings: dict[str, Any] = {}
@@ -288,7 +284,7 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions) -> dict[str, Any]:
         "n_eval": suite.n_eval,
         "corpus_size": len(suite.corpus),
         "encoder": encoder.name,
-        "checkpoint_sha256": _sha_dir(ckpt_dir),
+        "checkpoint_sha256": loaded.meta.weights_sha256,
         "checkpoint": str(ckpt_dir),
         "link_graph": {"documents_linking": len(graph), "links": graph.num_links,
                        "expansion": None if expansion is None else {"seeds": expansion.seeds,
