@@ -337,3 +337,20 @@ def test_cli_says_why_training_stopped(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "stopped by time_budget" in out and "warning: the time budget (0 s, --time-budget) ended training" in out
     assert load_checkpoint(tmp_path / "b").meta.provenance.hyperparameters["global_step"] == 0
+
+
+@pytest.mark.skipif(not (DATA / "hotpotqa").is_dir(), reason="shared HotpotQA data not available")
+def test_cli_says_a_fine_tuned_y_encoder_leaves_the_score_confidence_unfitted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from prime_retriever.cli import main
+
+    assert main(["train", "--data", str(DATA / "hotpotqa" / "hipporag_train100.json"), "--limit", "100",
+                 "--hidden-dim", "32", "--num-heads", "2", "--num-layers", "1", "--batch-size", "8",
+                 "--mixed-precision", "false", "--no-progress", "--threads", "1", "--max-steps", "1",
+                 "--y-encoder-lr-multiplier", "0.1", "--out", str(tmp_path / "ck")]) == 0
+    out = capsys.readouterr().out
+    held_out = int(re.search(r"(\d+) held-out", out).group(1))  # type: ignore[union-attr]
+    assert held_out >= 2  # enough to fit on: the fine-tuned Y-Encoder is what leaves it unfitted
+    assert "search-score confidence: not fitted (the Y-Encoder was fine-tuned: re-index the corpus first)" in out
+    meta = load_checkpoint(tmp_path / "ck").meta
+    assert meta.needs_reindex and meta.score_confidence is None
