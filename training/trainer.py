@@ -660,10 +660,10 @@ def run_cli(args: argparse.Namespace) -> int:
             print(f"  untrained predictor: R@10 {i['r@10']:.4f}  MRR {i['mrr']:.4f}")
     if res.score_confidence is not None:
         print(f"search-score confidence: {res.score_confidence.describe()}")
-    elif tcfg.y_encoder_lr_multiplier > 0:  # searches then report the predictor's confidence head
-        print("search-score confidence: not fitted (the Y-Encoder was fine-tuned: re-index the corpus first)")
-    else:
-        print("search-score confidence: not fitted (it needs at least 2 validation questions)")
+    else:  # searches then report the predictor's confidence head
+        why = ("the Y-Encoder was fine-tuned: re-index the corpus first" if tcfg.y_encoder_lr_multiplier > 0
+               else "it needs at least 2 validation questions")
+        print(f"search-score confidence: not fitted ({why})")
     return 0
 
 
