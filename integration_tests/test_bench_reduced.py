@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from prime_retriever.checkpoint import load_checkpoint
+from prime_retriever.model.checkpoint import load_checkpoint
 from training.bench.recipe import Recipe
 from training.bench.runner import BenchOptions, run
 from training.bench.suite import shipped_suite
@@ -58,7 +58,7 @@ def test_report_breaks_down_the_dataset_training_never_saw(reduced: dict[str, An
     assert n == reduced["framings"]["given"]["predictor"]["n"]
     assert {"p@5", "mrr", "gains"} <= set(parts["locomo"]["predictor"])
     # the checkpoint's provenance names the datasets trained on, each with its own count, and not LoCoMo
-    from prime_retriever.checkpoint import read_meta
+    from prime_retriever.model.checkpoint import read_meta
 
     trained = {(d.name, d.n_examples) for d in read_meta(reduced["checkpoint"]).provenance.datasets}
     assert trained == {(n, c["train"]) for n, c in reduced["sources"].items() if c["train"]}
@@ -67,7 +67,7 @@ def test_report_breaks_down_the_dataset_training_never_saw(reduced: dict[str, An
 def test_the_confidence_is_the_checkpoints_score_calibration_and_informative(reduced: dict[str, Any]) -> None:
     """Training fits the search-score confidence on validation; searches report it, and on multi_hop
     (where about a third of the top hits are wrong) it tells a right top hit from a wrong one."""
-    from prime_retriever.checkpoint import read_meta
+    from prime_retriever.model.checkpoint import read_meta
 
     calibration = read_meta(reduced["checkpoint"]).score_confidence
     assert calibration is not None and calibration.model_dump(mode="json") == reduced["score_confidence"]

@@ -2,29 +2,22 @@
 
 The public API::
 
-    from prime_retriever import PredictiveRetriever, EmbeddingPredictor, PredictorConfig
+    from prime_retriever import PredictiveRetriever, Document
 
-See the README for the two entry points (``make demo``, ``make test``).
+    async with PredictiveRetriever.from_config("ckpt/", store="edge:index/") as retriever:
+        await retriever.index([Document(id="d1", text="...", title="...")])
+        hits = await retriever.search(["user: ..."], "the question", k=5)
+
+Everything else lives in the sub-packages along the search path: ``model`` (the predictor and its
+checkpoints), ``backends`` (eager, fast torch and ONNX inference), ``stores`` (Qdrant local mode,
+server and Edge), ``text`` (encoders and the embedding cache), ``retrieval`` (the retriever and what
+it runs) and ``cli``.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from prime_retriever.checkpoint import (
-    CheckpointMeta,
-    EncoderInfo,
-    LoadedCheckpoint,
-    Provenance,
-    attach_score_confidence,
-    load_checkpoint,
-    save_checkpoint,
-    verify_checkpoint,
-)
-from prime_retriever.config import PredictorConfig, TrainingConfig
-from prime_retriever.documents import Document, scope_filter
-from prime_retriever.embedding_cache import CachedEncoder, EmbeddingCache
-from prime_retriever.encoders import HFTextEncoder, TextEncoder, check_encoder_dims
 from prime_retriever.errors import (
     CheckpointError,
     DataError,
@@ -34,62 +27,42 @@ from prime_retriever.errors import (
     RetrieverError,
     StoreError,
 )
-from prime_retriever.inference import EagerPredictor, PredictorBackend
-from prime_retriever.link_graph import LinkExpansion, LinkGraph, LinkGraphError
-from prime_retriever.predictive_cache import CacheStats, PredictiveCache
-from prime_retriever.predictor import ContextKV, EmbeddingPredictor, PredictorTransformerBlock
-from prime_retriever.qdrant_store import QdrantStore
-from prime_retriever.retriever import Hit, PredictiveRetriever, RetryPolicy, SearchResult, open_store
-from prime_retriever.schemas import PredictorInput, PredictorOutput
-from prime_retriever.score_confidence import ScoreConfidence
-from prime_retriever.store import ScoredDoc, StoreUnavailableError, VectorStore
+from prime_retriever.model.checkpoint import load_checkpoint, save_checkpoint
+from prime_retriever.model.config import PredictorConfig
+from prime_retriever.model.predictor import EmbeddingPredictor
+from prime_retriever.retrieval.link_graph import LinkGraph
+from prime_retriever.retrieval.predictive_cache import PredictiveCache
+from prime_retriever.retrieval.results import Hit, SearchResult
+from prime_retriever.retrieval.retriever import PredictiveRetriever
+from prime_retriever.stores.base import ScoredDoc, StoreUnavailableError, VectorStore
+from prime_retriever.stores.open import open_store
+from prime_retriever.text.documents import Document, scope_filter
+from prime_retriever.text.encoders import HFTextEncoder, TextEncoder
 
 __all__ = [
-    "CacheStats",
-    "CachedEncoder",
     "CheckpointError",
-    "CheckpointMeta",
-    "ContextKV",
     "DataError",
     "Document",
-    "EagerPredictor",
-    "EmbeddingCache",
     "EmbeddingPredictor",
     "EncoderError",
-    "EncoderInfo",
     "HFTextEncoder",
     "Hit",
-    "LinkExpansion",
     "LinkGraph",
-    "LinkGraphError",
-    "LoadedCheckpoint",
     "PredictiveCache",
     "PredictiveRetriever",
-    "PredictorBackend",
     "PredictorConfig",
     "PredictorError",
-    "PredictorInput",
-    "PredictorOutput",
-    "PredictorTransformerBlock",
     "PrimeError",
-    "Provenance",
-    "QdrantStore",
     "RetrieverError",
-    "RetryPolicy",
-    "ScoreConfidence",
     "ScoredDoc",
     "SearchResult",
     "StoreError",
     "StoreUnavailableError",
     "TextEncoder",
-    "TrainingConfig",
     "VectorStore",
     "__version__",
-    "attach_score_confidence",
-    "check_encoder_dims",
     "load_checkpoint",
     "open_store",
     "save_checkpoint",
     "scope_filter",
-    "verify_checkpoint",
 ]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from prime_retriever.encoders import HFTextEncoder
+    from prime_retriever.text.encoders import HFTextEncoder
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +24,6 @@ def prime_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def minilm() -> HFTextEncoder:
     """The real offline all-MiniLM-L6-v2 encoder, loaded once per test session."""
-    from prime_retriever.encoders import HFTextEncoder
+    from prime_retriever.text.encoders import HFTextEncoder
 
     return HFTextEncoder()

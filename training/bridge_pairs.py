@@ -21,8 +21,8 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Mapping
 
-from prime_retriever.documents import Document
-from prime_retriever.link_graph import WORD, LinkGraph, title_words
+from prime_retriever.retrieval.link_graph import WORD, LinkGraph, title_words
+from prime_retriever.text.documents import Document
 from training.data.examples import FIRST_HOP, Example, split_sentences
 
 __all__ = ["BRIDGE_SOURCE", "bridge_examples", "mask_title"]

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from prime_retriever.link_graph import LinkExpansion
+from prime_retriever.retrieval.link_graph import LinkExpansion
 from training.data.examples import Example
 from training.training_set import TrainingSet, pad_rows
 

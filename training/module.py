@@ -1,4 +1,4 @@
-"""The LightningModule that trains an :class:`~prime_retriever.predictor.EmbeddingPredictor`.
+"""The LightningModule that trains an :class:`~prime_retriever.model.predictor.EmbeddingPredictor`.
 
 Loss: InfoNCE (in-batch negatives, gathered across ranks WITH gradients under DDP, false
 negatives masked, optional hard negatives) plus ``confidence_weight`` × a BCE term that trains the
@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prime_retriever.config import PredictorConfig, TrainingConfig
-from prime_retriever.predictor import EmbeddingPredictor
+from prime_retriever.model.config import PredictorConfig
+from prime_retriever.model.predictor import EmbeddingPredictor
 from training.losses import InfoNCELoss
+from training.training_config import TrainingConfig
 from training.training_set import Batch, TrainingSet, stratified_mean
 
 __all__ = [
@@ -184,7 +185,7 @@ def top_two_scores(
     """``(s_1, s_2, top_is_gold)``, each ``E``: the two best cosine scores of every prediction over the
     corpus (``excluded`` rows dropped; ``s_2 = s_1`` for a one-document corpus) and whether the best is gold.
 
-    What :class:`~prime_retriever.score_confidence.ScoreConfidence` is fitted on.
+    What :class:`~prime_retriever.model.score_confidence.ScoreConfidence` is fitted on.
     """
     corpus_m = (vset.corpus if corpus is None else corpus).to(model.device)  # C × D
     s1: list[torch.Tensor] = []

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from prime_retriever.documents import Document
+from prime_retriever.text.documents import Document
 from training.data.encoded import EncodedCorpus, EncodedExamples, TextEncoderLike
 from training.data.examples import Example
 

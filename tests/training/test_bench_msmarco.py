@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from prime_retriever.cli import main
+from prime_retriever.cli.main import main
 
 
 def write_msmarco(src: Path, out: Path, n_questions: int = 60) -> None:
@@ -62,7 +62,7 @@ def test_bench_msmarco_on_written_files(msmarco_run: tuple[Path, Path]) -> None:
 
 
 def _store_size(path: Path) -> int:
-    from prime_retriever.qdrant_store import QdrantStore
+    from prime_retriever.stores.qdrant import QdrantStore
 
     async def count() -> int:
         store = QdrantStore("prime_docs", path=str(path))
@@ -146,7 +146,7 @@ def test_bench_refuses_a_checkpoint_it_cannot_evaluate_before_encoding(
 
 
 def test_bench_flags_refuse_what_they_would_silently_ignore(capsys: pytest.CaptureFixture[str]) -> None:
-    from prime_retriever.cli import build_parser
+    from prime_retriever.cli.main import build_parser
     from training.bench import _suite
 
     parser = build_parser(load=["bench"])

@@ -59,7 +59,7 @@ def test_shipped_suite_with_musique_unseen_trains_on_locomo_split_by_conversatio
 
 @pytest.mark.skipif(not (DATA / "locomo").is_dir(), reason="shared data not available")
 def test_bench_cli_passes_the_unseen_choice_to_the_shipped_suite() -> None:
-    from prime_retriever.cli import build_parser
+    from prime_retriever.cli.main import build_parser
     from training.bench import _suite
 
     parser = build_parser(load=["bench"])
@@ -129,11 +129,12 @@ def test_unseen_lists_datasets_evaluated_but_never_trained() -> None:
 async def test_bench_searches_a_scoped_question_within_its_scope_for_every_method(pytestconfig: pytest.Config) -> None:
     """LoCoMo-style scopes on real HotpotQA paragraphs: the benchmark's searches (predictor, query,
     adapter, concatenation) rank only the question's own scope."""
-    from prime_retriever.documents import Document
-    from prime_retriever.inference import EagerPredictor
-    from prime_retriever.qdrant_store import QdrantStore
-    from prime_retriever.retriever import PredictiveRetriever, random_predictor
-    from tests.prime_retriever.test_retriever import cached_encoder, embedding_cache_dir, hotpot_sample
+    from prime_retriever.backends.inference import EagerPredictor
+    from prime_retriever.model.random_predictor import random_predictor
+    from prime_retriever.retrieval.retriever import PredictiveRetriever
+    from prime_retriever.stores.qdrant import QdrantStore
+    from prime_retriever.text.documents import Document
+    from tests.prime_retriever.retrieval.test_retriever import cached_encoder, embedding_cache_dir, hotpot_sample
     from training.bench.adapter import LinearAdapter
     from training.bench.runner import _concat_text, _evaluate_framing, _text_vectors
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from prime_retriever.documents import Document
 from prime_retriever.errors import PrimeError
-from prime_retriever.link_graph import LinkGraph
-from tests.prime_retriever.test_retriever import hotpot_sample
+from prime_retriever.retrieval.link_graph import LinkGraph
+from prime_retriever.text.documents import Document
+from tests.prime_retriever.retrieval.test_retriever import hotpot_sample
 from training.bench.recipe import Recipe, suite_bridge_examples
 from training.bench.suite import BenchSuite
 from training.bridge_pairs import BRIDGE_SOURCE, bridge_examples, mask_title

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from prime_retriever.documents import Document
-from prime_retriever.embedding_cache import CachedEncoder, EmbeddingCache
-from prime_retriever.encoders import HFTextEncoder
 from prime_retriever.errors import DataError
+from prime_retriever.text.documents import Document
+from prime_retriever.text.embedding_cache import CachedEncoder, EmbeddingCache
+from prime_retriever.text.encoders import HFTextEncoder
 from training.data import (
     Dataset,
     EncodedCorpus,

@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from prime_retriever.config import PredictorConfig, TrainingConfig
+from prime_retriever.model.config import PredictorConfig
 from training.module import PredictorModule
+from training.training_config import TrainingConfig
 
 B, D = 4, 8
 
@@ -86,17 +87,17 @@ def test_gathered_negatives_and_gradients_match_single_process(tmp_path: Path) -
 @pytest.mark.slow
 def test_lightning_ddp_spawn_trains(tmp_path: Path) -> None:
     """A few steps of train_predictor under Lightning's ddp_spawn strategy on 2 CPU processes."""
-    from prime_retriever.checkpoint import load_checkpoint
+    from prime_retriever.model.checkpoint import load_checkpoint
     from tests.training.test_trainer import ToyEncoder, toy_data
-    from training.trainer import train_predictor
+    from training.trainer import TrainOptions, train_predictor
 
     train, val, corpus = toy_data()
     cfg = PredictorConfig(input_dim=16, output_dim=16, hidden_dim=32, num_heads=2, num_layers=1,
                           use_torch_compile=False)
     tc = TrainingConfig(batch_size=8, warmup_steps=0, num_epochs=2, y_encoder_lr_multiplier=0.0,
                         mixed_precision=False, gradient_checkpointing=False)
-    train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=10,
-                    strategy="ddp_spawn", devices=2, progress_bar=False, log_dir=tmp_path / "logs", verbose=False)
+    train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", TrainOptions(max_steps=10,
+                    strategy="ddp_spawn", devices=2, progress_bar=False, log_dir=tmp_path / "logs", verbose=False))
     load_checkpoint(tmp_path / "ck")
     rows = list(csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open()))
     cands = {float(r["train_candidates"]) for r in rows if r.get("train_candidates")}
@@ -143,12 +144,12 @@ def one_rank_group() -> Iterator[None]:
 def test_train_predictor_leaves_the_callers_process_group_alone(tmp_path: Path) -> None:
     """A group the caller initialised (torchrun, their own init_process_group) outlives the fit."""
     from tests.training.test_trainer import ToyEncoder, toy_configs, toy_data
-    from training.trainer import train_predictor
+    from training.trainer import TrainOptions, train_predictor
 
     train, val, corpus = toy_data()
     cfg, tc = toy_configs()
-    train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=2,
-                    progress_bar=False, log_dir=tmp_path / "logs", verbose=False)
+    train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", TrainOptions(max_steps=2,
+                    progress_bar=False, log_dir=tmp_path / "logs", verbose=False))
     assert torch.distributed.is_initialized()
 
 
@@ -156,10 +157,10 @@ def test_train_predictor_leaves_the_callers_process_group_alone(tmp_path: Path) 
 def test_release_callback_destroys_only_a_group_it_owns() -> None:
     import lightning as L
 
-    from training.trainer import _ReleaseProcessGroup
+    from training.callbacks import ReleaseProcessGroup
 
     trainer, module = L.Trainer(logger=False, enable_progress_bar=False), _module()
-    _ReleaseProcessGroup(owned=False).teardown(trainer, module, "fit")
+    ReleaseProcessGroup(owned=False).teardown(trainer, module, "fit")
     assert torch.distributed.is_initialized()
-    _ReleaseProcessGroup(owned=True).teardown(trainer, module, "fit")
+    ReleaseProcessGroup(owned=True).teardown(trainer, module, "fit")
     assert not torch.distributed.is_initialized()

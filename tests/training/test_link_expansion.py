@@ -9,12 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from prime_retriever.backends.inference import EagerPredictor
 from prime_retriever.errors import RetrieverError
-from prime_retriever.inference import EagerPredictor
-from prime_retriever.link_graph import LinkExpansion, LinkGraph
-from prime_retriever.retriever import PredictiveRetriever, RetryPolicy, random_predictor
-from prime_retriever.store import StoreUnavailableError
-from tests.prime_retriever.test_retriever import cached_encoder, embedding_cache_dir, hotpot_sample, populated_store
+from prime_retriever.model.random_predictor import random_predictor
+from prime_retriever.retrieval.link_graph import LinkExpansion, LinkGraph
+from prime_retriever.retrieval.retriever import PredictiveRetriever
+from prime_retriever.stores.base import StoreUnavailableError
+from prime_retriever.stores.retry import RetryPolicy
+from tests.prime_retriever.retrieval.test_retriever import (
+    cached_encoder,
+    embedding_cache_dir,
+    hotpot_sample,
+    populated_store,
+)
 from training.data.examples import FIRST_HOP, MULTI_HOP, Example
 from training.link_expansion import expand_training_set
 from training.training_set import build_training_sets
@@ -88,8 +95,8 @@ async def test_retriever_and_training_build_the_same_expanded_context(cache_root
 async def test_a_scoped_search_sees_only_its_scope_online_and_in_training(cache_root: Path) -> None:
     """Split the corpus into two scopes (two users' memories): a scoped search must neither return nor
     hand the predictor a document of the other scope, and training must build the same context."""
-    from prime_retriever.documents import Document, scope_filter
-    from prime_retriever.qdrant_store import QdrantStore
+    from prime_retriever.stores.qdrant import QdrantStore
+    from prime_retriever.text.documents import Document, scope_filter
 
     sample = hotpot_sample()
     scope_of = {d.id: f"user{i % 2}" for i, d in enumerate(sample.docs)}
@@ -162,9 +169,10 @@ def test_expansion_must_leave_room_for_the_conversation(cache_root: Path) -> Non
 
 
 def test_trainer_refuses_an_expansion_the_config_does_not_record(cache_root: Path, tmp_path: Path) -> None:
-    from prime_retriever.config import PredictorConfig, TrainingConfig
     from prime_retriever.errors import PrimeError
-    from training.trainer import train_predictor
+    from prime_retriever.model.config import PredictorConfig
+    from training.trainer import TrainOptions, train_predictor
+    from training.training_config import TrainingConfig
 
     sample = hotpot_sample()
     corpus = {d.id: d for d in sample.docs}
@@ -176,4 +184,4 @@ def test_trainer_refuses_an_expansion_the_config_does_not_record(cache_root: Pat
     for cfg, exp in ((linked, None), (plain, expansion), (linked.model_copy(update={"link_seeds": 2}), expansion)):
         with pytest.raises(PrimeError, match="must agree"):
             train_predictor(_examples(), [], corpus, cached_encoder(cache_root), cfg, TrainingConfig(),
-                            tmp_path / "ckpt", expansion=exp)
+                            tmp_path / "ckpt", TrainOptions(expansion=exp))

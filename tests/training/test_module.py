@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from prime_retriever.checkpoint import read_meta
-from prime_retriever.config import PredictorConfig, TrainingConfig
+from prime_retriever.model.checkpoint import read_meta
+from prime_retriever.model.config import PredictorConfig
 from training.module import PredictorModule, TrainableYEncoder, retrieval_metrics, warmup_cosine
+from training.training_config import TrainingConfig
 from training.training_set import TrainingSet, collate_training_batch
 
 D = 8
@@ -195,8 +196,8 @@ def test_query_only_rows_see_the_query_alone() -> None:
 
 
 def test_y_encoder_fine_tuning_saves_with_the_checkpoint(tmp_path: Path) -> None:
-    from prime_retriever.encoders import default_encoder_path
-    from training.trainer import BestCheckpoint
+    from prime_retriever.text.encoders import default_encoder_path
+    from training.callbacks import BestCheckpoint
 
     y = TrainableYEncoder(default_encoder_path(), max_length=32)
     dim = y.model.config.hidden_size

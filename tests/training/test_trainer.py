@@ -12,12 +12,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from prime_retriever.checkpoint import load_checkpoint
-from prime_retriever.config import PredictorConfig, TrainingConfig
-from prime_retriever.documents import Document
+from prime_retriever.model.checkpoint import load_checkpoint
+from prime_retriever.model.config import PredictorConfig
+from prime_retriever.text.documents import Document
 from training.data import data_dir
 from training.data.examples import Example
-from training.trainer import resolve_precision, train_predictor
+from training.trainer import TrainOptions, resolve_precision, train_predictor
+from training.training_config import TrainingConfig
 
 DATA = data_dir()  # $PRIME_DATA_DIR or ../shared/data
 
@@ -68,8 +69,8 @@ def test_precision_choice() -> None:
 def test_train_predictor_writes_a_project_checkpoint(tmp_path: Path) -> None:
     train, val, corpus = toy_data()
     cfg, tc = toy_configs()
-    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=8,
-                          num_hard_negatives=1, progress_bar=False, verbose=False, dataset_names=["toy"])
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", TrainOptions(max_steps=8,
+                          num_hard_negatives=1, progress_bar=False, verbose=False, dataset_names=["toy"]))
     assert res.steps == 8
     assert res.checkpoint_path == tmp_path / "ck"
     loaded = load_checkpoint(tmp_path / "ck")
@@ -92,8 +93,8 @@ def test_training_fits_the_search_score_confidence_on_validation(tmp_path: Path)
 
     train, val, corpus = toy_data()
     cfg, tc = toy_configs()
-    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=8,
-                          progress_bar=False, verbose=False, logger=None)
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", TrainOptions(max_steps=8,
+                          progress_bar=False, verbose=False, logger=None))
     sc = res.score_confidence
     loaded = load_checkpoint(tmp_path / "ck")
     assert sc is not None and loaded.meta.score_confidence == sc and sc.n_fitted == len(val)
@@ -104,16 +105,17 @@ def test_training_fits_the_search_score_confidence_on_validation(tmp_path: Path)
         pred = loaded.model.predict(val_set.context, val_set.query, val_set.context_mask).embedding
     _, rr = retrieval_metrics(pred, val_set.corpus, val_set.gold, val_set.excluded)
     assert 0.0 < sc.hit_rate < 1.0 and sc.hit_rate == pytest.approx(float((rr == 1).float().mean()))
-    no_val = train_predictor(train, [], corpus, ToyEncoder(), cfg, tc, tmp_path / "ck2", max_steps=4,
-                             progress_bar=False, verbose=False, logger=None)
+    no_val = train_predictor(train, [], corpus, ToyEncoder(), cfg, tc, tmp_path / "ck2", TrainOptions(max_steps=4,
+                             progress_bar=False, verbose=False, logger=None))
     assert no_val.score_confidence is None and load_checkpoint(tmp_path / "ck2").meta.score_confidence is None
 
 
 def test_provenance_records_each_datasets_own_count(tmp_path: Path) -> None:
     train, val, corpus = toy_data()
     cfg, tc = toy_configs()
-    train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=2, progress_bar=False,
-                    verbose=False, logger=None, dataset_names={"hotpotqa": 50, "doc2dial": 30})
+    train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck",
+        TrainOptions(max_steps=2, progress_bar=False,
+                    verbose=False, logger=None, dataset_names={"hotpotqa": 50, "doc2dial": 30}))
     datasets = load_checkpoint(tmp_path / "ck").meta.provenance.datasets
     assert [(d.name, d.n_examples) for d in datasets] == [("hotpotqa", 50), ("doc2dial", 30)]
 
@@ -124,21 +126,23 @@ def test_query_only_is_a_probability_and_trains(tmp_path: Path) -> None:
     train, val, corpus = toy_data()
     cfg, tc = toy_configs()
     with pytest.raises(PrimeError, match="query_only"):
-        train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "bad", max_steps=2, query_only=1.5,
-                        progress_bar=False, verbose=False)
+        train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "bad",
+            TrainOptions(max_steps=2, query_only=1.5,
+                        progress_bar=False, verbose=False))
     assert not (tmp_path / "bad").exists()
-    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=4, query_only=0.5,
-                          progress_bar=False, verbose=False, logger=None)
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck",
+        TrainOptions(max_steps=4, query_only=0.5,
+                          progress_bar=False, verbose=False, logger=None))
     assert res.steps == 4 and load_checkpoint(tmp_path / "ck").model.config.residual
 
 
 def test_a_run_stopped_mid_epoch_validates_its_final_weights(tmp_path: Path) -> None:
-    from prime_retriever.checkpoint import read_meta
+    from prime_retriever.model.checkpoint import read_meta
 
     train, val, corpus = toy_data()  # 80 rows, batch 16: 5 steps an epoch
     cfg, tc = toy_configs()
-    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", max_steps=7,
-                          progress_bar=False, verbose=False, logger=None)
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", TrainOptions(max_steps=7,
+                          progress_bar=False, verbose=False, logger=None))
     assert res.steps == 7 and [h["step"] for h in res.history] == [5.0, 7.0]
     best = max(res.history, key=lambda h: h["val_mrr"])
     if best["val_mrr"] > res.initial_metrics["mrr"]:
@@ -148,15 +152,15 @@ def test_a_run_stopped_mid_epoch_validates_its_final_weights(tmp_path: Path) -> 
 
 def test_the_checkpoint_holds_the_best_validations_weights(tmp_path: Path) -> None:
     """Training that improves, then falls back: the saved weights are the best validation's, not the last."""
-    from prime_retriever.checkpoint import read_meta
+    from prime_retriever.model.checkpoint import read_meta
     from training.module import evaluate_retrieval
     from training.training_set import build_training_sets
 
     train, val, corpus = toy_data()
     cfg, tc = toy_configs()
     tc = tc.model_copy(update={"learning_rate": 1e-2, "num_epochs": 6})
-    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", patience=10,
-                          progress_bar=False, verbose=False, logger=None)
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", TrainOptions(patience=10,
+                          progress_bar=False, verbose=False, logger=None))
     best = max(res.history, key=lambda h: h["val_mrr"])
     last = res.history[-1]
     # the toy run must beat the untrained model and end below its best, or this test checks nothing
@@ -181,8 +185,8 @@ def test_stratified_validation_macro_averages_over_datasets(tmp_path: Path) -> N
     val = [replace(e, source="small" if i < 3 else "large") for i, e in enumerate(val)]  # 3 and 13 rows
     cfg, tc = toy_configs()
     tc = tc.model_copy(update={"learning_rate": 1e-2, "num_epochs": 6})
-    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", patience=10,
-                          stratify_validation=True, progress_bar=False, verbose=False, logger=None)
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "ck", TrainOptions(patience=10,
+                          stratify_validation=True, progress_bar=False, verbose=False, logger=None))
     _, strat, _ = build_training_sets(train, val, corpus, ToyEncoder(), max_context_length=cfg.max_context_length,
                                       stratify_validation=True)
     _, plain, _ = build_training_sets(train, val, corpus, ToyEncoder(), max_context_length=cfg.max_context_length)
@@ -201,17 +205,19 @@ def test_stop_reason_names_what_ended_the_run(tmp_path: Path) -> None:
     train, val, corpus = toy_data()  # 80 rows, batch 16: 5 steps an epoch
     cfg, tc = toy_configs()  # 2 epochs
     quiet: dict[str, Any] = {"progress_bar": False, "verbose": False, "logger": None}
-    assert train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "a", max_steps=3,
-                           **quiet).stop_reason == "max_steps"
-    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "b", patience=0, **quiet)
+    assert train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "a", TrainOptions(max_steps=3,
+                           **quiet)).stop_reason == "max_steps"
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, tc, tmp_path / "b", TrainOptions(patience=0, **quiet))
     assert (res.stop_reason, res.steps) == ("max_epochs", 10)
     # a budget already spent: the Timer stops the fit before its first step, whatever the machine's speed;
     # without validation to seed it, the checkpoint is still written (the untrained model)
-    res = train_predictor(train, [], corpus, ToyEncoder(), cfg, tc, tmp_path / "c", time_budget_s=0.0, **quiet)
+    res = train_predictor(train, [], corpus, ToyEncoder(), cfg, tc, tmp_path / "c",
+        TrainOptions(time_budget_s=0.0, **quiet))
     assert (res.stop_reason, res.steps, res.checkpoint_path) == ("time_budget", 0, tmp_path / "c")
     assert load_checkpoint(tmp_path / "c").model.config == cfg
     long = tc.model_copy(update={"num_epochs": 60})
-    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, long, tmp_path / "d", patience=1, **quiet)
+    res = train_predictor(train, val, corpus, ToyEncoder(), cfg, long, tmp_path / "d",
+        TrainOptions(patience=1, **quiet))
     assert res.stop_reason == "early_stopping" and res.steps < 60 * 5
 
 
@@ -224,7 +230,7 @@ def test_stop_reason_names_what_ended_the_run(tmp_path: Path) -> None:
 ])
 def test_train_config_errors_are_one_line(tmp_path: Path, name: str, text: str | None, message: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from prime_retriever.cli import main
+    from prime_retriever.cli.main import main
 
     if text is not None:
         (tmp_path / name).write_text(text)
@@ -235,7 +241,7 @@ def test_train_config_errors_are_one_line(tmp_path: Path, name: str, text: str |
 
 
 def test_cli_parses_every_training_field() -> None:
-    from prime_retriever.cli import build_parser
+    from prime_retriever.cli.main import build_parser
 
     parser = build_parser(load=["train"])
     args = parser.parse_args(["train", "--data", "a.jsonl", "--out", "ck", "--hidden-dim", "256",
@@ -254,8 +260,8 @@ def test_cli_parses_every_training_field() -> None:
 @pytest.mark.skipif(not (DATA / "hotpotqa").is_dir(), reason="shared HotpotQA data not available")
 def test_training_on_real_hotpotqa_lowers_loss_and_raises_recall(tmp_path: Path) -> None:
     """A small predictor on real HotpotQA first_hop examples, encoded with the real MiniLM (cached)."""
-    from prime_retriever.embedding_cache import CachedEncoder
-    from prime_retriever.encoders import HFTextEncoder
+    from prime_retriever.text.embedding_cache import CachedEncoder
+    from prime_retriever.text.encoders import HFTextEncoder
     from training.data import hotpotqa_files, load_hotpotqa_pool, split_examples
 
     ds = load_hotpotqa_pool(hotpot := hotpotqa_files(DATA), "first_hop")
@@ -269,8 +275,8 @@ def test_training_on_real_hotpotqa_lowers_loss_and_raises_recall(tmp_path: Path)
                           residual=False, dropout=0.1, use_torch_compile=False)
     tc = TrainingConfig(batch_size=32, learning_rate=1e-3, warmup_steps=20, num_epochs=100,
                         gradient_checkpointing=False, mixed_precision=False, y_encoder_lr_multiplier=0.0)
-    res = train_predictor(train, val, corpus, encoder, cfg, tc, tmp_path / "ck", max_steps=200, patience=0,
-                          progress_bar=False, verbose=False, num_hard_negatives=2, num_threads=1)
+    res = train_predictor(train, val, corpus, encoder, cfg, tc, tmp_path / "ck", TrainOptions(max_steps=200, patience=0,
+                          progress_bar=False, verbose=False, num_hard_negatives=2, num_threads=1))
     assert res.history  # one validation per epoch
     assert res.final_train_loss < 2.0
     assert res.best_metrics["val_r@10"] > res.initial_metrics["r@10"] + 0.1
@@ -280,8 +286,8 @@ def test_training_on_real_hotpotqa_lowers_loss_and_raises_recall(tmp_path: Path)
 def test_cli_trains_with_link_expansion_and_saves_the_graph(tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     """``prime-retriever train --link-candidates K``: the graph is built from the corpus, saved, and trained on."""
-    from prime_retriever.cli import main
-    from prime_retriever.link_graph import LinkGraph
+    from prime_retriever.cli.main import main
+    from prime_retriever.retrieval.link_graph import LinkGraph
 
     out = tmp_path / "ck"
     rc = main(["train", "--data", str(DATA / "hotpotqa" / "hipporag_train100.json"), "--limit", "60",
@@ -304,8 +310,8 @@ def test_cli_trains_with_link_expansion_and_saves_the_graph(tmp_path: Path,
 def test_train_data_from_several_files_is_merged_and_deduplicated(tmp_path: Path) -> None:
     """``train --data A --data B``: one dataset holding both files' examples and documents, a question
     that both files carry once."""
+    from prime_retriever.cli.train import _load_data
     from training.data.generic import write_corpus, write_examples
-    from training.trainer import _load_data
 
     train, _, corpus = toy_data()
     docs = list(corpus.values())  # every file needs the documents its examples name
@@ -321,7 +327,7 @@ def test_train_data_from_several_files_is_merged_and_deduplicated(tmp_path: Path
 
 @pytest.mark.skipif(not (DATA / "hotpotqa").is_dir(), reason="shared HotpotQA data not available")
 def test_cli_says_why_training_stopped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from prime_retriever.cli import main
+    from prime_retriever.cli.main import main
 
     common = ["train", "--data", str(DATA / "hotpotqa" / "hipporag_train100.json"), "--limit", "30",
               "--hidden-dim", "32", "--num-heads", "2", "--num-layers", "1", "--batch-size", "8",
@@ -343,7 +349,7 @@ def test_cli_says_why_training_stopped(tmp_path: Path, capsys: pytest.CaptureFix
 @pytest.mark.skipif(not (DATA / "hotpotqa").is_dir(), reason="shared HotpotQA data not available")
 def test_cli_says_a_fine_tuned_y_encoder_leaves_the_score_confidence_unfitted(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from prime_retriever.cli import main
+    from prime_retriever.cli.main import main
 
     assert main(["train", "--data", str(DATA / "hotpotqa" / "hipporag_train100.json"), "--limit", "30",
                  "--eval-fraction", "0.3", "--hidden-dim", "32", "--num-heads", "2", "--num-layers", "1",

@@ -14,9 +14,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prime_retriever.cli.arg_types import parse_bool
 from training.bench.recipe import Recipe
 from training.bench.suite import UNSEEN_CHOICES
-from training.trainer import parse_bool
 
 if TYPE_CHECKING:
     from training.bench.suite import BenchSuite

@@ -11,15 +11,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from prime_retriever.config import PredictorConfig, TrainingConfig
-from prime_retriever.embedding_cache import CachedEncoder
 from prime_retriever.errors import PrimeError
-from prime_retriever.link_graph import LinkExpansion, LinkGraph
+from prime_retriever.model.config import PredictorConfig
+from prime_retriever.retrieval.link_graph import LinkExpansion, LinkGraph
+from prime_retriever.text.embedding_cache import CachedEncoder
 from training.bench.adapter import LinearAdapter, train_adapter
 from training.bench.suite import BenchSuite
 from training.bridge_pairs import BRIDGE_SOURCE, bridge_examples
 from training.data import EncodedCorpus, Example, split_examples
-from training.trainer import train_predictor
+from training.trainer import TrainOptions, train_predictor
+from training.training_config import TrainingConfig
 from training.training_set import build_training_sets
 
 
@@ -133,14 +134,13 @@ def train_with_recipe(
         config,
         recipe.training_config(),
         out / "checkpoint",
-        time_budget_s=recipe.time_budget_s,
+        TrainOptions(time_budget_s=recipe.time_budget_s,
         seed=seed,
         num_hard_negatives=recipe.num_hard_negatives,
         patience=recipe.patience,
         dataset_names=names,
         log_dir=out / "logs", stratify_validation=recipe.stratify_validation,
-        expansion=expansion, mined_negatives=recipe.mined_negatives, query_only=recipe.query_only,
-    )
+        expansion=expansion, mined_negatives=recipe.mined_negatives, query_only=recipe.query_only))
     if result.checkpoint_path is None:
         raise RuntimeError("training produced no checkpoint")
     # the adapter: the same examples, loss and validation split

@@ -19,13 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from prime_retriever.checkpoint import load_checkpoint, read_meta
-from prime_retriever.documents import Document, scope_filter
-from prime_retriever.embedding_cache import CachedEncoder
-from prime_retriever.encoders import HFTextEncoder
+from prime_retriever.backends.factory import make_backend
 from prime_retriever.errors import CheckpointError, StoreError
-from prime_retriever.link_graph import LinkExpansion, LinkGraph
-from prime_retriever.retriever import PredictiveRetriever, make_backend, open_store
+from prime_retriever.model.checkpoint import load_checkpoint, read_meta
+from prime_retriever.retrieval.link_graph import LinkExpansion, LinkGraph
+from prime_retriever.retrieval.retriever import PredictiveRetriever
+from prime_retriever.stores.open import open_store
+from prime_retriever.text.documents import Document, scope_filter
+from prime_retriever.text.embedding_cache import CachedEncoder
+from prime_retriever.text.encoders import HFTextEncoder
 from training.bench.adapter import LinearAdapter, load_adapter, save_adapter, train_adapter
 from training.bench.recipe import Recipe, train_with_recipe
 from training.bench.report import markdown_table, plot_recall, write_json

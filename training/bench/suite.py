@@ -28,8 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
+from prime_retriever.text.documents import Document
 from training.data import (
     FIRST_HOP,
     GIVEN,

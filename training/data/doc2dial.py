@@ -31,8 +31,8 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
+from prime_retriever.text.documents import Document
 from training.data.examples import GIVEN, Dataset, Example, clean_text
 
 DEFAULT_MIN_WORDS = 60

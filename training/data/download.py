@@ -19,8 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from prime_retriever.checkpoint import sha256_file
 from prime_retriever.errors import DataError
+from prime_retriever.model.checkpoint import sha256_file
 
 log = logging.getLogger(__name__)
 

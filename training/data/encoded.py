@@ -6,7 +6,7 @@ list of examples in one call and maps each example to row indices:
 ``(context rows, query row, positive rows, negative rows)`` — text rows into
 ``EncodedExamples.vectors``, document rows into the corpus' ``vectors``. Any object with
 ``encode(texts, batch_size=...) -> (n, D) float32`` plus ``dim`` and ``name`` works (the
-:class:`TextEncoderLike` protocol; ``prime_retriever.encoders.HFTextEncoder`` / ``CachedEncoder``
+:class:`TextEncoderLike` protocol; ``prime_retriever.text.encoders.HFTextEncoder`` / ``CachedEncoder``
 satisfy it).
 """
 
@@ -19,14 +19,14 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
+from prime_retriever.text.documents import Document
 from training.data.collate import CollatedBatch, collate
 from training.data.examples import Example
 
 
 class TextEncoderLike(Protocol):
-    """The part of ``prime_retriever.encoders.TextEncoder`` this module needs."""
+    """The part of ``prime_retriever.text.encoders.TextEncoder`` this module needs."""
 
     @property
     def name(self) -> str: ...

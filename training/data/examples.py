@@ -12,8 +12,8 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
+from prime_retriever.text.documents import Document
 
 FIRST_HOP = "first_hop"
 MULTI_HOP = "multi_hop"

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from prime_retriever.atomic_file import write_lines_atomic
-from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
-from prime_retriever.indexing import read_corpus_jsonl
-from prime_retriever.jsonl import iter_jsonl
+from prime_retriever.text.corpus import read_corpus_jsonl
+from prime_retriever.text.documents import Document
+from prime_retriever.text.jsonl import iter_jsonl
 from training.data.examples import GIVEN, Dataset, Example
 
 

@@ -1,6 +1,6 @@
 """Reading JSON / JSON-lines files with errors that name the file and line.
 
-``iter_jsonl`` lives in the runtime package (:mod:`prime_retriever.jsonl`), which reads corpora too.
+``iter_jsonl`` lives in the runtime package (:mod:`prime_retriever.text.jsonl`), which reads corpora too.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from prime_retriever.errors import DataError
-from prime_retriever.jsonl import iter_jsonl
+from prime_retriever.text.jsonl import iter_jsonl
 
 
 def load_json(path: str | Path) -> Any:

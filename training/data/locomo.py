@@ -21,8 +21,8 @@ import re
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
+from prime_retriever.text.documents import Document
 from training.data.examples import GIVEN, Dataset, Example, clean_text
 
 _SESSION = re.compile(r"session_\d+")

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
+from prime_retriever.text.documents import Document
 from training.data.examples import FIRST_HOP, MULTI_HOP, Dataset, Example, add_document
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
+from prime_retriever.text.documents import Document
 from training.data.examples import Dataset, clean_text, split_sentences
 from training.data.hotpotqa import companion_corpus
 from training.data.jsonio import iter_records, load_json

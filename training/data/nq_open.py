@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from prime_retriever.documents import Document
 from prime_retriever.errors import DataError
-from prime_retriever.jsonl import iter_jsonl
+from prime_retriever.text.documents import Document
+from prime_retriever.text.jsonl import iter_jsonl
 from training.data.examples import GIVEN, Dataset, Example, clean_text, normalize_question
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from prime_retriever.errors import DataError
-from prime_retriever.jsonl import iter_jsonl
+from prime_retriever.text.jsonl import iter_jsonl
 from training.data.doc2dial import load_doc2dial
 from training.data.examples import FRAMINGS, Dataset
 from training.data.generic import read_generic

@@ -1,0 +1,265 @@
+"""The vector-store layer: an async :class:`VectorStore` protocol and the types shared by its backends.
+
+Two backends implement the protocol:
+
+* :class:`prime_retriever.stores.qdrant.QdrantStore` wraps ``qdrant_client.AsyncQdrantClient``
+  (embedded local mode, a single Qdrant server, or a distributed cluster);
+* :class:`prime_retriever.stores.edge.EdgeStore` wraps ``qdrant-edge-py`` (Qdrant's Rust engine
+  running in-process, persisted to a directory).
+
+Conventions shared by every backend:
+
+* A document is addressed by its **string** id. The backend point id is
+  ``uuid5(POINT_ID_NAMESPACE, doc_id)``, so re-upserting a document overwrites it and never
+  duplicates it. The doc id is also stored in the payload under :data:`DOC_ID_KEY`.
+* The collection records the encoder that built it (name and dimension) in a reserved
+  *metadata point* with the fixed id :data:`META_POINT_ID` and the payload marker
+  :data:`META_MARKER_KEY`. Collection-level metadata is not available on every Qdrant version
+  nor on Qdrant Edge, so a point is used everywhere. The metadata point is excluded from every
+  search, count and id lookup.
+* Distance is cosine. Scores are cosine similarities (higher is closer).
+* Connection/transport failures surface as :class:`StoreUnavailableError`, which callers may
+  retry (with a bound); every other refusal is a plain :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from prime_retriever.errors import StoreError
+
+if TYPE_CHECKING:
+    from qdrant_client.models import Filter
+
+__all__ = [
+    "DOC_ID_KEY",
+    "MAX_K",
+    "META_MARKER_KEY",
+    "META_POINT_ID",
+    "POINT_ID_NAMESPACE",
+    "ScoredDoc",
+    "StoreError",
+    "StoreMeta",
+    "StoreUnavailableError",
+    "VectorStore",
+    "as_matrix",
+    "as_query_vector",
+    "check_doc_ids",
+    "check_k",
+    "is_valid_k",
+    "point_id",
+]
+
+#: Fixed namespace of the uuid5 point ids. Never change it: existing collections depend on it.
+POINT_ID_NAMESPACE: uuid.UUID = uuid.UUID("6f1c2a52-3b0e-5b8e-9d3c-7a1d2e4f5a60")
+#: Payload key under which every document point stores its string doc id.
+DOC_ID_KEY = "doc_id"
+#: Payload key present (with value ``True``) only on the reserved metadata point.
+META_MARKER_KEY = "__prime_retriever_meta__"
+#: Point id of the reserved metadata point (a uuid5 of a name no doc id can collide with by accident).
+META_POINT_ID: str = str(uuid.uuid5(POINT_ID_NAMESPACE, "\x00prime_retriever/collection-metadata"))
+
+
+class StoreUnavailableError(StoreError):
+    """The backend is unreachable, timed out, or answered with a server-side error.
+
+    Transient by nature: callers may retry it (with a bound). Other :class:`StoreError` s
+    (e.g. a collection built with another encoder) are permanent and must not be retried.
+    """
+
+
+@dataclass(frozen=True)
+class ScoredDoc:
+    """One search hit: the document id, its cosine similarity to the query, and its payload."""
+
+    doc_id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """What a collection records about the encoder that built it."""
+
+    encoder_name: str
+    dim: int
+
+    def to_payload(self) -> dict[str, Any]:
+        """The metadata point's payload."""
+        return {META_MARKER_KEY: True, "encoder_name": self.encoder_name, "dim": self.dim}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any] | None, store_name: str) -> StoreMeta:
+        """Parse a metadata point's payload; raise :class:`StoreError` if it is not one."""
+        if not payload or payload.get(META_MARKER_KEY) is not True:
+            raise StoreError(f"{store_name}: the reserved metadata point is missing its marker: {payload!r}")
+        name, dim = payload.get("encoder_name"), payload.get("dim")
+        if not isinstance(name, str) or not isinstance(dim, int):
+            raise StoreError(f"{store_name}: malformed collection metadata: {payload!r}")
+        return cls(encoder_name=name, dim=dim)
+
+    def check(self, expected: StoreMeta, store_name: str) -> None:
+        """Raise :class:`StoreError` naming both encoders/dims unless ``self`` equals ``expected``."""
+        if self != expected:
+            raise StoreError(
+                f"{store_name}: collection was built with encoder {self.encoder_name!r} (dim {self.dim}), "
+                f"but encoder {expected.encoder_name!r} (dim {expected.dim}) was requested; "
+                "re-index into a new collection or use the original encoder"
+            )
+
+
+def ranked(docs: list[ScoredDoc]) -> list[ScoredDoc]:
+    """Best first; equal scores ordered by doc id, so ties (duplicate passages) rank alike on every run and store."""
+    return sorted(docs, key=lambda d: (-d.score, d.doc_id))
+
+
+def point_id(doc_id: str) -> str:
+    """The deterministic backend point id (uuid5 string) of a string doc id."""
+    return str(uuid.uuid5(POINT_ID_NAMESPACE, doc_id))
+
+
+def _float32(values: npt.ArrayLike, store_name: str, what: str) -> npt.NDArray[np.float32]:
+    try:
+        return np.asarray(values, dtype=np.float32)
+    except (ValueError, TypeError) as exc:  # ragged rows, strings, objects
+        raise StoreError(f"{store_name}: {what}: {exc}") from exc
+
+
+def as_matrix(vectors: npt.ArrayLike, n: int | None, dim: int | None, store_name: str) -> npt.NDArray[np.float32]:
+    """Validate a (n, D) batch of vectors and return it as a C-contiguous float32 array.
+
+    Raises :class:`StoreError` on a wrong rank, row count, dimension, non-finite values or an
+    all-zero row.
+    """
+    arr = np.ascontiguousarray(_float32(vectors, store_name, "vectors are not a numeric (n, D) array"))  # (n, D)
+    if arr.ndim != 2:
+        raise StoreError(f"{store_name}: expected a 2-d (n, D) array of vectors, got shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise StoreError(f"{store_name}: got {arr.shape[0]} vectors for {n} ids/rows")
+    if dim is not None and arr.shape[1] != dim:
+        raise StoreError(f"{store_name}: vectors have dim {arr.shape[1]}, collection has dim {dim}")
+    if not np.isfinite(arr).all():
+        raise StoreError(f"{store_name}: vectors contain NaN or inf")
+    zero = np.flatnonzero(~arr.any(axis=1)) if arr.size else np.zeros(0, np.int64)
+    if zero.size:  # cosine has no direction to compare
+        raise StoreError(f"{store_name}: rows {zero[:5].tolist()} are all-zero vectors")
+    return arr
+
+
+def as_query_vector(vector: npt.ArrayLike, dim: int | None, store_name: str) -> npt.NDArray[np.float32]:
+    """Validate one (D,) query vector and return it as float32."""
+    arr = _float32(vector, store_name, "the query is not a numeric (D,) vector")  # (D,)
+    if arr.ndim != 1:
+        raise StoreError(f"{store_name}: expected a 1-d (D,) query vector, got shape {arr.shape}")
+    out: npt.NDArray[np.float32] = as_matrix(arr[None, :], 1, dim, store_name)[0]
+    return out
+
+
+#: The most hits one search may ask for (far above any retrieval use; the engines' limits are larger).
+MAX_K = 100_000
+
+
+def is_valid_k(k: object) -> TypeGuard[int | np.integer[Any]]:
+    """Whether ``k`` is an int in [1, :data:`MAX_K`] (a bool, a float or 2**64 is no k)."""
+    return not isinstance(k, bool) and isinstance(k, int | np.integer) and bool(1 <= k <= MAX_K)
+
+
+def check_k(k: object, store_name: str) -> int:
+    """``k`` as an int, or a :class:`StoreError` unless :func:`is_valid_k`."""
+    if not is_valid_k(k):
+        raise StoreError(f"{store_name}: k must be an integer in [1, {MAX_K}], got {k!r}")
+    return int(k)
+
+
+def check_doc_ids(ids: object, store_name: str, what: str = "ids") -> list[str]:
+    """``ids`` as a list of str doc ids, or a :class:`StoreError` (a bare str would be split into characters)."""
+    if isinstance(ids, str | bytes) or not isinstance(ids, Sequence | set | frozenset):
+        raise StoreError(f"{store_name}: {what} must be a sequence of str doc ids, got {type(ids).__name__}")
+    out = list(ids)
+    bad = [x for x in out if not isinstance(x, str)]
+    if bad:
+        raise StoreError(f"{store_name}: {what} must be str doc ids, got {bad[:3]!r}")
+    return out
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """An async store of (doc id, unit vector, payload) triples searched by cosine similarity.
+
+    Call :meth:`ensure_collection` once before anything else. Use as ``async with store: ...``
+    to close it on exit.
+    """
+
+    name: str
+    """Human-readable identity for error messages, e.g. ``"qdrant-local(:memory:)/docs"``."""
+
+    async def ensure_collection(self, dim: int, encoder_name: str) -> None:
+        """Create the collection (cosine, ``dim``) or verify that an existing one was built by
+        ``encoder_name`` with dimension ``dim``; raise :class:`StoreError` on a mismatch."""
+        ...
+
+    async def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Mapping[str, Any]]) -> None:
+        """Insert or overwrite documents. ``vectors``: (n, D); ``ids``/``payloads``: length n."""
+        ...
+
+    async def search(
+        self,
+        vector: npt.ArrayLike,
+        k: int,
+        filter: Filter | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[ScoredDoc]:
+        """The ``k`` nearest documents to ``vector`` (D,), best first, honouring ``filter`` and
+        skipping ``exclude_ids``."""
+        ...
+
+    async def search_batch(
+        self,
+        vectors: npt.ArrayLike,
+        k: int,
+        filters: Sequence[Filter | None] | None = None,
+        exclude_ids: Sequence[Sequence[str]] | None = None,
+    ) -> list[list[ScoredDoc]]:
+        """:meth:`search` for each row of ``vectors`` (B, D); ``filters``/``exclude_ids`` are per row."""
+        ...
+
+    async def count(self) -> int:
+        """Number of documents (the metadata point is not counted)."""
+        ...
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """The subset of ``ids`` already stored (for resumable indexing)."""
+        ...
+
+    async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """The stored unit vectors (D,) of those ``ids`` that exist; unknown ids are left out."""
+        ...
+
+    async def close(self) -> None:
+        """Release the backend (idempotent)."""
+        ...
+
+    async def __aenter__(self) -> VectorStore: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+def per_row(values: Sequence[Any] | None, batch: int, what: str, store_name: str, default: Any) -> list[Any]:
+    """Expand an optional per-row argument of :meth:`VectorStore.search_batch` to ``batch`` items."""
+    if values is None:
+        return [default] * batch
+    if len(values) != batch:
+        raise StoreError(f"{store_name}: got {len(values)} {what} for {batch} query vectors")
+    return list(values)

@@ -1,0 +1,500 @@
+"""A :class:`~prime_retriever.stores.base.VectorStore` on Qdrant Edge (``qdrant-edge-py==0.9.0``).
+
+Qdrant Edge runs Qdrant's Rust storage engine in-process: no server, data persisted to one
+directory (reopening the directory gives the same data). Its Python API is synchronous and
+beta, so :class:`EdgeStore`:
+
+* runs every engine call on one dedicated worker thread (a single-thread executor), so the
+  engine is never entered concurrently. Version 0.9.0 does **not** release the GIL inside its
+  calls, so a worker thread alone does not free the event loop: updates are therefore cut into
+  short batches (the loop runs between them; each stalls it for a few tens of ms) and the long
+  HNSW build of :meth:`EdgeStore.optimize` runs in a child process;
+* translates simple ``qdrant_client.models.Filter`` objects into edge filters (see
+  :func:`to_edge_filter`) and raises :class:`~prime_retriever.errors.StoreError` for the rest;
+* builds the HNSW index only when :meth:`EdgeStore.optimize` is called. **Call it once at the
+  end of every bulk load** (the indexer's last step, after the final :meth:`EdgeStore.upsert`).
+  Searches before that are still exact (brute-force over the unindexed segments), only slower.
+
+Install with ``pip install 'prime-retriever[edge]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import qdrant_edge as qe
+from qdrant_client import models
+
+from prime_retriever.errors import StoreError
+from prime_retriever.stores.base import (
+    DOC_ID_KEY,
+    META_POINT_ID,
+    ScoredDoc,
+    StoreMeta,
+    as_matrix,
+    as_query_vector,
+    check_doc_ids,
+    check_k,
+    per_row,
+    point_id,
+    ranked,
+)
+from prime_retriever.text.documents import SCOPE_KEY
+
+__all__ = ["EdgeStore", "to_edge_filter"]
+
+_T = TypeVar("_T")
+
+#: Body of the child process of :meth:`EdgeStore.optimize`: open, optimize, flush, close.
+_OPTIMIZE_CHILD = """
+import sys
+import qdrant_edge
+shard = qdrant_edge.EdgeShard.load(sys.argv[1])
+changed = shard.optimize()
+shard.flush()
+shard.close()
+print(changed)
+"""
+
+
+def _edge_match(match: Any, key: str) -> qe.MatchValue | qe.MatchAny | qe.MatchExcept:
+    if isinstance(match, models.MatchValue):
+        return qe.MatchValue(match.value)
+    if isinstance(match, models.MatchAny):
+        return qe.MatchAny(list(match.any))  # type: ignore[arg-type]
+    if isinstance(match, models.MatchExcept):
+        return qe.MatchExcept(list(match.except_))  # type: ignore[arg-type]
+    raise StoreError(
+        f"qdrant-edge: unsupported match {type(match).__name__} on field {key!r} "
+        "(supported: MatchValue, MatchAny, MatchExcept)"
+    )
+
+
+def _edge_condition(cond: Any) -> qe.FieldCondition | qe.HasIdCondition | qe.Filter:
+    if isinstance(cond, models.Filter):
+        return to_edge_filter(cond)
+    if isinstance(cond, models.HasIdCondition):
+        return qe.HasIdCondition({str(i) for i in cond.has_id})
+    if isinstance(cond, models.FieldCondition):
+        other = [
+            n
+            for n in ("range", "geo_bounding_box", "geo_radius", "geo_polygon", "values_count", "is_empty")
+            if getattr(cond, n, None) is not None
+        ]
+        if other or cond.match is None:
+            raise StoreError(
+                f"qdrant-edge: unsupported FieldCondition on {cond.key!r} (only match= is translated; "
+                f"got {other or 'no match'})"
+            )
+        return qe.FieldCondition(key=cond.key, match=_edge_match(cond.match, cond.key))
+    raise StoreError(
+        f"qdrant-edge: unsupported filter condition {type(cond).__name__} "
+        "(supported: FieldCondition(match=MatchValue|MatchAny|MatchExcept), HasIdCondition, nested Filter)"
+    )
+
+
+def _conditions(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def to_edge_filter(flt: models.Filter) -> qe.Filter:
+    """Translate a ``qdrant_client.models.Filter`` into a ``qdrant_edge.Filter``.
+
+    Supported: ``must`` / ``should`` / ``must_not`` lists (arbitrarily nested) of
+    ``FieldCondition(key, match=MatchValue | MatchAny | MatchExcept)``, ``HasIdCondition`` and
+    ``Filter``. Anything else (ranges, geo, ``min_should``, text match, ...) raises
+    :class:`StoreError`.
+    """
+    if not isinstance(flt, models.Filter):
+        raise StoreError(f"qdrant-edge: filter must be a qdrant_client.models.Filter, got {type(flt)}")
+    if flt.min_should is not None:
+        raise StoreError("qdrant-edge: Filter.min_should is not supported by the edge filter translation")
+    parts: dict[str, list[Any] | None] = {}
+    for clause in ("must", "should", "must_not"):
+        conds = _conditions(getattr(flt, clause))
+        parts[clause] = None if conds is None else [_edge_condition(c) for c in conds]
+    return qe.Filter(must=parts["must"], should=parts["should"], must_not=parts["must_not"])
+
+
+class EdgeStore:
+    """Documents in a Qdrant Edge shard persisted under ``path``, searched by cosine similarity.
+
+    Args:
+        path: Shard directory (created on first :meth:`ensure_collection`).
+        upsert_batch_size: Points per engine update call; each call holds the GIL, the loop runs
+            between calls.
+        hnsw_ef: HNSW search beam width (``None``: engine default).
+        hnsw_config: HNSW build parameters for a *new* shard (``None``: engine defaults).
+        optimizers: Optimizer settings for a *new* shard, e.g. a lower ``indexing_threshold``.
+        max_search_threads: Engine search threads (``None``: derived from the CPU count).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        upsert_batch_size: int = 256,
+        hnsw_ef: int | None = None,
+        hnsw_config: qe.HnswIndexConfig | None = None,
+        optimizers: qe.EdgeOptimizersConfig | None = None,
+        max_search_threads: int | None = None,
+    ) -> None:
+        if upsert_batch_size <= 0:
+            raise StoreError("EdgeStore: upsert_batch_size must be positive")
+        self.path = Path(path)
+        self.name = f"qdrant-edge({self.path})"
+        self._batch = upsert_batch_size
+        self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef is not None else None
+        self._hnsw_config = hnsw_config
+        self._optimizers = optimizers
+        self._max_search_threads = max_search_threads
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
+        self._shard: qe.EdgeShard | None = None
+        self._dim: int | None = None
+        self._meta: StoreMeta | None = None
+        self._closed = False
+        self.optimize_pid: int | None = None  # the child process of the last optimize(), for monitoring
+        self._open_lock = asyncio.Lock()
+        self._orphan: qe.EdgeShard | None = None  # opened on the worker thread, not yet adopted
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    async def _run(self, what: str, fn: Callable[[], _T]) -> _T:
+        """Run blocking ``fn`` on the store's worker thread; engine errors become :class:`StoreError`."""
+        if self._closed:
+            raise StoreError(f"{self.name}: store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"{self.name}: {what} failed: {exc}") from exc
+
+    def _require(self) -> tuple[qe.EdgeShard, int]:
+        if self._closed:
+            raise StoreError(f"{self.name}: store is closed")
+        if self._shard is None or self._dim is None:
+            raise StoreError(f"{self.name}: call ensure_collection(dim, encoder_name) first")
+        return self._shard, self._dim
+
+    def _filter(self, user: models.Filter | None, exclude_ids: Sequence[str]) -> qe.Filter:
+        """The user's filter AND NOT the metadata point AND NOT any of ``exclude_ids``."""
+        must_not: list[Any] = [qe.HasIdCondition({META_POINT_ID})]
+        exclude_ids = check_doc_ids(exclude_ids, self.name, "exclude_ids")
+        if exclude_ids:
+            must_not.append(qe.FieldCondition(key=DOC_ID_KEY, match=qe.MatchAny(list(exclude_ids))))
+        try:
+            must: list[Any] | None = None if user is None else [to_edge_filter(user)]
+        except StoreError as exc:
+            raise StoreError(f"{self.name}: {exc}") from exc
+        return qe.Filter(must=must, must_not=must_not)
+
+    def _request(self, q: npt.NDArray[np.float32], k: int, flt: qe.Filter) -> qe.QueryRequest:
+        return qe.QueryRequest(
+            limit=check_k(k, self.name),
+            query=qe.Query.Nearest(q.tolist()),
+            filter=flt,
+            with_payload=True,
+            with_vector=False,
+            params=self._params,
+        )
+
+    @staticmethod
+    def _hits(points: Sequence[qe.ScoredPoint]) -> list[ScoredDoc]:
+        out: list[ScoredDoc] = []
+        for p in points:
+            payload = dict(p.payload or {})
+            out.append(ScoredDoc(doc_id=str(payload.get(DOC_ID_KEY, p.id)), score=p.score, payload=payload))
+        return ranked(out)
+
+    # -- engine-thread bodies ----------------------------------------------------------------------
+
+    def _open_or_create(self, want: StoreMeta) -> qe.EdgeShard:
+        if self.path.exists() and any(self.path.iterdir()):
+            shard = qe.EdgeShard.load(str(self.path))
+            recs = shard.retrieve([META_POINT_ID], with_payload=True, with_vector=False)
+            if not recs:
+                empty = shard.count(qe.CountRequest(exact=True)) == 0
+                shard.close()
+                if not empty:
+                    raise StoreError(
+                        f"{self.name}: shard exists but has no prime_retriever metadata point, so the encoder "
+                        f"that built it is unknown (wanted {want.encoder_name!r}, dim {want.dim})"
+                    )
+                # an empty shard whose creation was cut off before its metadata: nothing to lose, start over
+                shutil.rmtree(self.path)
+                return self._create(want)
+            try:
+                StoreMeta.from_payload(recs[0].payload, self.name).check(want, self.name)
+            except StoreError:
+                shard.close()
+                raise
+            return shard
+        return self._create(want)
+
+    def _create(self, want: StoreMeta) -> qe.EdgeShard:
+        config = qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=want.dim, distance=qe.Distance.Cosine),
+            hnsw_config=self._hnsw_config,
+            optimizers=self._optimizers,
+            max_search_threads=self._max_search_threads,
+        )
+        shard = qe.EdgeShard.create(str(self.path), config)
+        marker = [0.0] * want.dim  # (D,) any non-zero vector; the point is never searched
+        marker[0] = 1.0
+        try:
+            shard.update(
+                qe.UpdateOperation.upsert_points([qe.Point(id=META_POINT_ID, vector=marker,
+                                                           payload=want.to_payload())])
+            )
+            for key in (DOC_ID_KEY, SCOPE_KEY):
+                shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
+            shard.flush()
+        except BaseException:  # no half-made shard is left behind to be refused later
+            shard.close()
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
+        return shard
+
+    @staticmethod
+    def _upsert_batch(
+        shard: qe.EdgeShard,
+        ids: Sequence[str],
+        mat: npt.NDArray[np.float32],
+        payloads: Sequence[Mapping[str, Any]],
+    ) -> None:
+        # mat: (b, D)
+        rows = mat.tolist()
+        points = [
+            qe.Point(id=point_id(d), vector=rows[i], payload={**payloads[i], DOC_ID_KEY: d}) for i, d in enumerate(ids)
+        ]
+        shard.update(qe.UpdateOperation.upsert_points(points))
+
+    # -- VectorStore -------------------------------------------------------------------------------
+
+    async def ensure_collection(self, dim: int, encoder_name: str) -> None:
+        """Open the shard at ``path`` and verify its encoder, or create it (cosine, ``dim``).
+
+        Raises:
+            StoreError: the existing shard records another encoder name or dimension, or is not
+                a prime_retriever shard.
+        """
+        if dim <= 0:
+            raise StoreError(f"{self.name}: dim must be positive, got {dim}")
+        want = StoreMeta(encoder_name=encoder_name, dim=dim)
+        async with self._open_lock:  # concurrent callers: one opens, the others verify
+            if self._shard is not None and self._meta is not None:
+                self._meta.check(want, self.name)  # already open: only verify
+                return
+            shard = await self._run("open/create shard", functools.partial(self._open_adoptable, want))
+            self._orphan = None  # adopted
+            self._shard = shard
+            self._dim = dim
+            self._meta = want
+
+    def _open_adoptable(self, want: StoreMeta) -> qe.EdgeShard:
+        """:meth:`_open_or_create` on the worker thread, first closing a shard that an earlier, cancelled
+        open (e.g. a timed-out ``ensure_collection``) loaded after its caller had gone, so two handles
+        never hold the directory at once."""
+        if self._orphan is not None:
+            orphan, self._orphan = self._orphan, None
+            orphan.close()
+        shard = self._open_or_create(want)
+        self._orphan = shard  # until ensure_collection adopts it
+        return shard
+
+    async def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Mapping[str, Any]]) -> None:
+        """Insert or overwrite documents, one engine call per ``upsert_batch_size`` rows.
+
+        ``vectors``: (n, D). The payload stored is ``{**payloads[i], "doc_id": ids[i]}``. After a
+        bulk load, call :meth:`optimize` to build the HNSW index.
+        """
+        shard, dim = self._require()
+        ids = check_doc_ids(ids, self.name)
+        if len(payloads) != len(ids):
+            raise StoreError(f"{self.name}: got {len(payloads)} payloads for {len(ids)} ids")
+        mat = as_matrix(vectors, len(ids), dim, self.name)  # (n, D)
+        for start in range(0, len(ids), self._batch):
+            stop = min(start + self._batch, len(ids))
+            await self._run(
+                "upsert",
+                functools.partial(self._upsert_batch, shard, ids[start:stop], mat[start:stop], payloads[start:stop]),
+            )
+
+    async def optimize(self, *, in_subprocess: bool = True) -> bool:
+        """Run the engine's optimizers (builds the HNSW index, merges segments) and flush to disk.
+
+        Call once at the end of every bulk load (after the last :meth:`upsert`).
+
+        ``qdrant-edge-py`` 0.9.0 holds the GIL inside every engine call, so a long call stalls
+        *all* Python threads, the event loop included, even from a worker thread (building HNSW
+        on 20k vectors takes tens of seconds). With ``in_subprocess=True`` (the default) the shard
+        is therefore flushed and closed here, optimized by a child Python process that opens the
+        same directory, and reopened afterwards: the event loop keeps running throughout. Pass
+        ``in_subprocess=False`` to optimize in the worker thread (faster for tiny shards).
+        Returns ``True`` if any segment was optimized. Cancelling the call kills the child and
+        reopens the shard before the cancellation propagates, so no second writer is left behind.
+        """
+        shard, _ = self._require()
+        if not in_subprocess:
+
+            def body() -> bool:
+                changed = shard.optimize()
+                shard.flush()
+                return changed
+
+            return await self._run("optimize", body)
+
+        def release() -> None:
+            shard.flush()
+            shard.close()
+
+        await self._run("close before optimize", release)
+        self._shard = None
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _OPTIMIZE_CHILD,
+                str(self.path),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            self.optimize_pid = proc.pid
+            try:
+                out, err = await proc.communicate()
+            except BaseException:  # cancelled (a timeout, Ctrl-C): the child must not outlive us on the shard
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
+        finally:
+            self._shard = await self._run("reopen after optimize", functools.partial(qe.EdgeShard.load, str(self.path)))
+        if proc.returncode != 0:
+            raise StoreError(
+                f"{self.name}: optimize subprocess failed (exit {proc.returncode}): "
+                f"{err.decode('utf-8', 'replace')[-500:]}"
+            )
+        return out.decode().strip().endswith("True")
+
+    async def flush(self) -> None:
+        """Persist pending changes to disk."""
+        shard, _ = self._require()
+        await self._run("flush", shard.flush)
+
+    async def search(
+        self,
+        vector: npt.ArrayLike,
+        k: int,
+        filter: models.Filter | None = None,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[ScoredDoc]:
+        """The ``k`` nearest documents to ``vector`` (D,), best first."""
+        shard, dim = self._require()
+        q = as_query_vector(vector, dim, self.name)  # (D,)
+        req = self._request(q, k, self._filter(filter, exclude_ids))
+        return self._hits(await self._run("query", functools.partial(shard.query, req)))
+
+    async def search_batch(
+        self,
+        vectors: npt.ArrayLike,
+        k: int,
+        filters: Sequence[models.Filter | None] | None = None,
+        exclude_ids: Sequence[Sequence[str]] | None = None,
+    ) -> list[list[ScoredDoc]]:
+        """One :meth:`search` per row of ``vectors`` (B, D), run as one planned engine batch."""
+        shard, dim = self._require()
+        mat = as_matrix(vectors, None, dim, self.name)  # (B, D)
+        b = mat.shape[0]
+        flts = per_row(filters, b, "filters", self.name, None)
+        excl = per_row(exclude_ids, b, "exclude_ids rows", self.name, ())
+        if b == 0:
+            return []
+        batch = qe.QueryBatchRequest([self._request(mat[i], k, self._filter(flts[i], excl[i])) for i in range(b)])
+        results = await self._run("query_batch", functools.partial(shard.query_batch, batch))
+        return [self._hits(r) for r in results]
+
+    async def count(self) -> int:
+        """Exact number of documents (the metadata point excluded)."""
+        shard, _ = self._require()
+        req = qe.CountRequest(exact=True, filter=self._filter(None, ()))
+        return await self._run("count", functools.partial(shard.count, req))
+
+    async def _retrieve(self, ids: Sequence[str], *, with_vector: bool) -> list[qe.Record]:
+        """The stored records of ``ids`` (looked up by their uuid5 point ids, in chunks of 1024)."""
+        shard, _ = self._require()
+        wanted = list(ids)
+
+        def body() -> list[qe.Record]:
+            recs: list[qe.Record] = []
+            for start in range(0, len(wanted), 1024):
+                chunk: list[qe.PointId] = [point_id(d) for d in wanted[start : start + 1024]]
+                recs += shard.retrieve(chunk, with_payload=True, with_vector=with_vector)
+            return recs
+
+        return await self._run("retrieve", body)
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """The subset of ``ids`` already stored."""
+        ids = check_doc_ids(ids, self.name)
+        recs = await self._retrieve(ids, with_vector=False)
+        return {str((r.payload or {}).get(DOC_ID_KEY)) for r in recs} & set(ids)
+
+    async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """The stored vectors (D,) of those ``ids`` that exist."""
+        _, dim = self._require()
+        found: dict[str, npt.NDArray[np.float32]] = {}
+        for r in await self._retrieve(list(dict.fromkeys(ids)), with_vector=True):
+            doc_id = str((r.payload or {}).get(DOC_ID_KEY))
+            vec: Any = r.vector
+            if isinstance(vec, dict):  # named vectors: the default (unnamed) one
+                vec = vec.get("") if "" in vec else next(iter(vec.values()), None)
+            if isinstance(vec, list) and doc_id not in found:
+                found[doc_id] = as_query_vector(vec, dim, self.name)
+        return found
+
+    async def close(self) -> None:
+        """Flush and close the shard and stop the worker thread (idempotent)."""
+        if self._closed:
+            return
+        shard, self._shard = self._shard, None
+
+        def body() -> None:  # on the worker thread: after any open still running there
+            if shard is not None:
+                shard.flush()
+                shard.close()
+            if self._orphan is not None:  # opened for a caller that was cancelled meanwhile
+                orphan, self._orphan = self._orphan, None
+                orphan.close()
+
+        try:
+            await self._run("close", body)
+        finally:
+            self._closed = True
+            self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> EdgeStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,1 @@
+"""Text: encoders, the on-disk embedding cache, documents and corpus files."""
