@@ -18,7 +18,7 @@ from prime_retriever.retrieval.link_graph import LinkExpansion, LinkGraph
 from prime_retriever.retrieval.retriever import PredictiveRetriever
 from prime_retriever.stores.qdrant import QdrantStore
 from prime_retriever.text.documents import Document
-from prime_retriever.text.encoders import HFTextEncoder
+from prime_retriever.text.encoders import HFTextEncoder, TextEncoder
 
 DOCS = [
     Document("demon", "Demon Dice is a collectible dice game created by Lester Smith.", "Demon Dice", scope="a"),
@@ -39,7 +39,7 @@ class _NaNBackend(EagerPredictor):
         return np.full_like(emb, np.nan), conf
 
 
-def _retriever(minilm: HFTextEncoder, *, expand: bool = True, nan: bool = False) -> PredictiveRetriever:
+def _retriever(minilm: TextEncoder, *, expand: bool = True, nan: bool = False) -> PredictiveRetriever:
     model = random_predictor(minilm.dim, seed=1, perturb=0.05, link_candidates=2, max_context_length=6)
     expansion = LinkExpansion.for_config(model.config, LinkGraph.build(DOCS)) if expand else None
     backend = _NaNBackend(model) if nan else EagerPredictor(model)
