@@ -10,13 +10,12 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from prime_retriever.backends.fast import OptimizedPredictor, Precision
+from prime_retriever.backends.fast import FastPathOptions, OptimizedPredictor
 from prime_retriever.backends.inference import EagerPredictor, PredictorBackend
 from prime_retriever.backends.onnx import OnnxPredictor, export_onnx
 from prime_retriever.errors import PredictorError
@@ -42,12 +41,7 @@ def create_optimized_predictor(
     *,
     device: str | torch.device | None = None,
     backend: Backend = "auto",
-    precision: Precision = "auto",
-    use_static_cache: bool | None = None,
-    use_torch_compile: bool | None = None,
-    compile_mode: str | None = None,
-    buckets: Sequence[int] | None = None,
-    warmup: bool = True,
+    options: FastPathOptions | None = None,
     num_threads: int | None = None,
     onnx_dir: str | Path | None = None,
 ) -> OptimizedPredictor | OnnxPredictor:
@@ -73,6 +67,7 @@ def create_optimized_predictor(
 
     ``num_threads`` sets torch's (process-wide) and ORT's intra-op thread count.
     """
+    opts = options if options is not None else FastPathOptions()
     if isinstance(config_or_model, EmbeddingPredictor):
         model = config_or_model
     elif isinstance(config_or_model, PredictorConfig):
@@ -88,7 +83,7 @@ def create_optimized_predictor(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     if backend == "auto":
-        cpu_int8 = dev.type == "cpu" and precision in ("auto", "int8") and _onnxruntime_available()
+        cpu_int8 = dev.type == "cpu" and opts.precision in ("auto", "int8") and _onnxruntime_available()
         backend = "onnx" if cpu_int8 else "torch"
     if backend == "onnx":
         if dev.type != "cpu":
@@ -97,7 +92,7 @@ def create_optimized_predictor(
         try:
             path = export_onnx(model, out_dir / "predictor.onnx")  # exports a copy
             onnx_predictor = OnnxPredictor(
-                path, model.config, int8=precision != "fp32", optimize=True, intra_op_threads=num_threads
+                path, model.config, int8=opts.precision != "fp32", optimize=True, intra_op_threads=num_threads
             )
         except BaseException:
             if onnx_dir is None:  # nothing in the private folder is worth keeping
@@ -105,26 +100,17 @@ def create_optimized_predictor(
             raise
         if onnx_dir is None:  # the session holds the graph in memory: the temporary files can go
             weakref.finalize(onnx_predictor, shutil.rmtree, out_dir, True)
-        if warmup:
+        if opts.warmup:
             onnx_predictor.warmup()
         return onnx_predictor
-    return OptimizedPredictor(
-        model.eval(),
-        device=dev,
-        precision=precision,
-        use_static_cache=use_static_cache,
-        use_torch_compile=use_torch_compile,
-        compile_mode=compile_mode,
-        buckets=buckets,
-        warmup=warmup,
-    )
+    return OptimizedPredictor(model.eval(), device=dev, options=opts)
 
 
 def make_backend(model: EmbeddingPredictor, backend: str = "eager", *, onnx_path: str | os.PathLike[str] | None = None
                  ) -> PredictorBackend:
     """Wrap ``model`` in a :class:`PredictorBackend`.
 
-    ``"eager"``: plain torch; ``"fast"``: :func:`prime_retriever.backends.fast.create_optimized_predictor`'s
+    ``"eager"``: plain torch; ``"fast"``: :func:`create_optimized_predictor`'s
     choice for the device; ``"compiled"``: its torch path; ``"onnx"``: the ONNX graph at ``onnx_path``
     (exported to a temporary folder when ``None``).
     """
@@ -134,14 +120,14 @@ def make_backend(model: EmbeddingPredictor, backend: str = "eager", *, onnx_path
     if name in ("fast", "auto", "compiled", "torch", "optimized"):
         # "fast": the fastest correct path for the device (int8 ONNX on CPU); "compiled": torch only
         kind: Literal["auto", "torch"] = "auto" if name in ("fast", "auto") else "torch"
-        built: PredictorBackend = create_optimized_predictor(model, backend=kind, warmup=False)
+        built: PredictorBackend = create_optimized_predictor(model, backend=kind, options=FastPathOptions(warmup=False))
         return built
     if name == "onnx":
         if onnx_path is not None:
             return OnnxPredictor(Path(onnx_path), model.config)
         # fp32 export into a private temporary folder, removed with the backend
         exported: PredictorBackend = create_optimized_predictor(
-            model, device="cpu", backend="onnx", precision="fp32", warmup=False
+            model, device="cpu", backend="onnx", options=FastPathOptions(precision="fp32", warmup=False)
         )
         return exported
     raise ValueError(f"unknown predictor backend {backend!r}; expected 'eager', 'fast', 'compiled' or 'onnx'")

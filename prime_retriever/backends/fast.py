@@ -43,6 +43,7 @@ import copy
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -63,6 +64,7 @@ from prime_retriever.model.predictor import (
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 __all__ = [
+    "FastPathOptions",
     "OptimizedPredictor",
     "Precision",
     "batch_buckets",
@@ -143,6 +145,24 @@ def _quantize_int8(model: EmbeddingPredictor) -> EmbeddingPredictor:
 
 
 # ---------------------------------------------------------------------------------------------- predictor
+@dataclass(frozen=True)
+class FastPathOptions:
+    """The fast torch path's knobs; ``None`` follows the model's config (see :class:`OptimizedPredictor`).
+
+    ``precision``: ``'auto'`` is fp16 on CUDA, bf16 on a CPU with native bf16, else fp32;
+    ``use_torch_compile``: CUDA only by default (on CPU it does not pay for its compile time);
+    ``buckets``: the padded batch sizes (default 1, 2, 4, … up to the config's ``max_batch_size``);
+    ``warmup``: run every bucket once at construction.
+    """
+
+    precision: Precision = "auto"
+    use_static_cache: bool | None = None
+    use_torch_compile: bool | None = None
+    compile_mode: str | None = None
+    buckets: Sequence[int] | None = None
+    warmup: bool = True
+
+
 class OptimizedPredictor(ConfigDims):
     """Static-shape, compiled, reduced-precision predictor behind the PredictorBackend protocol.
 
@@ -151,17 +171,12 @@ class OptimizedPredictor(ConfigDims):
     """
 
     def __init__(
-        self,
-        model: EmbeddingPredictor,
-        *,
-        device: str | torch.device | None = None,
-        precision: Precision = "auto",
-        use_static_cache: bool | None = None,
-        use_torch_compile: bool | None = None,
-        compile_mode: str | None = None,
-        buckets: Sequence[int] | None = None,
-        warmup: bool = True,
+        self, model: EmbeddingPredictor, *, device: str | torch.device | None = None,
+        options: FastPathOptions | None = None,
     ) -> None:
+        opts = options if options is not None else FastPathOptions()
+        precision, use_static_cache, use_torch_compile = opts.precision, opts.use_static_cache, opts.use_torch_compile
+        compile_mode, buckets, warmup = opts.compile_mode, opts.buckets, opts.warmup
         cfg = model.config
         self.config: PredictorConfig = cfg
         self.device = torch.device(device) if device is not None else model.device

@@ -151,7 +151,7 @@ def bench_config(
     log: Callable[[str], None] = print,
 ) -> dict[str, PathResult]:
     """Measure every available path on ``cfg`` (random weights, seed 0)."""
-    from prime_retriever.backends.fast import OptimizedPredictor, cpu_supports_bf16
+    from prime_retriever.backends.fast import FastPathOptions, OptimizedPredictor, cpu_supports_bf16
 
     iters = iters or {1: 30, 8: 10, 32: 5}
     torch.manual_seed(0)
@@ -210,7 +210,7 @@ def bench_config(
         results["eager-bf16"] = PathResult("eager-bf16", skipped="this CPU has no native bf16")
 
     def optimized(**kw: Any) -> Callable[[], PredictorBackend]:
-        return lambda: OptimizedPredictor(base, device="cpu", buckets=bucket_list, **kw)
+        return lambda: OptimizedPredictor(base, device="cpu", options=FastPathOptions(buckets=bucket_list, **kw))
 
     measure("static-bf16", optimized(precision="auto", use_torch_compile=False))
     measure("static-fp32", optimized(precision="fp32", use_torch_compile=False))
@@ -245,7 +245,9 @@ def bench_config(
             ref[b] = pmodel.predict(torch.from_numpy(c), torch.from_numpy(q)).embedding.numpy()
     measure(
         "cached-context",
-        lambda: OptimizedPredictor(pmodel, device="cpu", buckets=bucket_list, use_torch_compile=False),
+        lambda: OptimizedPredictor(
+            pmodel, device="cpu", options=FastPathOptions(buckets=bucket_list, use_torch_compile=False)
+        ),
         cached=True,
     )
     results["cached-context"].note = "prefix layout; query-time only (context K/V prepared before the query)"

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from prime_retriever.backends.factory import create_optimized_predictor
-from prime_retriever.backends.fast import OptimizedPredictor, batch_buckets, compile_works_on, cpu_supports_bf16
+from prime_retriever.backends.fast import (
+    FastPathOptions,
+    OptimizedPredictor,
+    batch_buckets,
+    compile_works_on,
+    cpu_supports_bf16,
+)
 from prime_retriever.backends.inference import EagerPredictor, PredictorBackend
 from prime_retriever.backends.validation import validate_arrays
 from prime_retriever.errors import PredictorError
@@ -20,6 +26,9 @@ D = 32
 N_MAX = 6
 CUDA = torch.cuda.is_available()
 
+
+#: fp32, uncompiled, no warm-up: the fast path compared with eager at float precision
+FP32 = FastPathOptions(precision="fp32", use_torch_compile=False, warmup=False)
 
 def tiny_config(**kw: Any) -> PredictorConfig:
     base: dict[str, Any] = dict(
@@ -76,7 +85,7 @@ def test_batch_buckets() -> None:
 
 
 def test_implements_backend_protocol(model: EmbeddingPredictor) -> None:
-    p = OptimizedPredictor(model, device="cpu", precision="fp32", use_torch_compile=False, warmup=False)
+    p = OptimizedPredictor(model, device="cpu", options=FP32)
     assert isinstance(p, PredictorBackend)
     assert (p.input_dim, p.output_dim, p.max_context_length) == (D, 24, N_MAX)
     assert p.model is not model  # the caller's model is untouched
@@ -88,7 +97,7 @@ def test_static_padding_matches_eager(model: EmbeddingPredictor, B: int, N: int)
     """Bucket padding (batch to 1/2/4/8, turns to max_context_length) and chunking keep fp32 outputs."""
     c, q, m = inputs(B, N, seed=B * 10 + N)
     ref_e, ref_c = EagerPredictor(model).predict(c, q, m)
-    p = OptimizedPredictor(model, device="cpu", precision="fp32", use_torch_compile=False, warmup=False)
+    p = OptimizedPredictor(model, device="cpu", options=FP32)
     e, conf = p.predict(c, q, m)
     assert e.shape == (B, 24) and conf.shape == (B,)
     assert e.dtype == np.float32 and conf.dtype == np.float32
@@ -98,7 +107,7 @@ def test_static_padding_matches_eager(model: EmbeddingPredictor, B: int, N: int)
 
 def test_padding_never_changes_a_real_row(model: EmbeddingPredictor) -> None:
     """A row's output is the same alone, in a padded bucket beside other rows, and with N padded."""
-    p = OptimizedPredictor(model, device="cpu", precision="fp32", use_torch_compile=False, warmup=False)
+    p = OptimizedPredictor(model, device="cpu", options=FP32)
     c, q, m = inputs(5, 4, seed=3)
     batch_e, _ = p.predict(c, q, m)
     for i in range(5):
@@ -113,15 +122,14 @@ def test_padding_never_changes_a_real_row(model: EmbeddingPredictor) -> None:
 
 def test_dynamic_path_matches_eager(model: EmbeddingPredictor) -> None:
     c, q, m = inputs(3, 4, seed=1)
-    p = OptimizedPredictor(
-        model, device="cpu", precision="fp32", use_static_cache=False, use_torch_compile=False, warmup=False
-    )
+    p = OptimizedPredictor(model, device="cpu",
+        options=FastPathOptions(precision="fp32", use_static_cache=False, use_torch_compile=False, warmup=False))
     np.testing.assert_allclose(p.predict(c, q, m)[0], EagerPredictor(model).predict(c, q, m)[0], atol=1e-5)
 
 
 def test_no_mask_equals_all_true_mask(model: EmbeddingPredictor) -> None:
     c, q, _ = inputs(2, 3, pad=False)
-    p = OptimizedPredictor(model, device="cpu", precision="fp32", use_torch_compile=False, warmup=False)
+    p = OptimizedPredictor(model, device="cpu", options=FP32)
     ref, _ = EagerPredictor(model).predict(c, q)
     np.testing.assert_allclose(p.predict(c, q)[0], ref, atol=1e-5)
     np.testing.assert_allclose(p.predict(c, q, np.ones((2, 3), bool))[0], ref, atol=1e-5)
@@ -130,14 +138,15 @@ def test_no_mask_equals_all_true_mask(model: EmbeddingPredictor) -> None:
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
 def test_bf16_meets_the_accuracy_bar(model: EmbeddingPredictor) -> None:
     c, q, m = inputs(6, 5, seed=2)
-    p = OptimizedPredictor(model, device="cpu", precision="auto", use_torch_compile=False, warmup=False)
+    p = OptimizedPredictor(model, device="cpu",
+        options=FastPathOptions(precision="auto", use_torch_compile=False, warmup=False))
     assert p.precision == "bf16" and p.model.dtype == torch.bfloat16
     assert cosine_min(p.predict(c, q, m)[0], EagerPredictor(model).predict(c, q, m)[0]) >= 0.999
 
 
 def test_int8_dynamic_quantisation_meets_the_bar(model: EmbeddingPredictor) -> None:
     c, q, m = inputs(6, 5, seed=2)
-    p = OptimizedPredictor(model, device="cpu", precision="int8", warmup=False)
+    p = OptimizedPredictor(model, device="cpu", options=FastPathOptions(precision="int8", warmup=False))
     assert not p.use_torch_compile
     assert cosine_min(p.predict(c, q, m)[0], EagerPredictor(model).predict(c, q, m)[0]) >= 0.99
 
@@ -157,9 +166,8 @@ def test_model_cached_context_equals_uncached() -> None:
 def test_prepared_context_equals_uncached(static: bool) -> None:
     """prepare() fills the fixed-shape K/V buffers; predict_prepared() runs 2 tokens; same output in fp32."""
     m = tiny_model(attention_layout="prefix")
-    p = OptimizedPredictor(
-        m, device="cpu", precision="fp32", use_static_cache=static, use_torch_compile=False, warmup=False
-    )
+    p = OptimizedPredictor(m, device="cpu",
+        options=FastPathOptions(precision="fp32", use_static_cache=static, use_torch_compile=False, warmup=False))
     assert p._kv_keys is not None
     assert tuple(p._kv_keys.shape) == (2, 8, 4, N_MAX, 16)  # layers × max_batch × h × N × d
     for B, N, seed in [(3, 4, 0), (8, N_MAX, 1), (1, 2, 2)]:
@@ -175,13 +183,12 @@ def test_prepared_context_equals_uncached(static: bool) -> None:
 
 
 def test_prepare_errors() -> None:
-    bidir = OptimizedPredictor(tiny_model(), device="cpu", precision="fp32", use_torch_compile=False, warmup=False)
+    bidir = OptimizedPredictor(tiny_model(), device="cpu", options=FP32)
     c, q, mask = inputs(2, 3)
     with pytest.raises(PredictorError, match="prefix"):
         bidir.prepare(c, mask)
-    p = OptimizedPredictor(
-        tiny_model(attention_layout="prefix"), device="cpu", precision="fp32", use_torch_compile=False
-    )
+    p = OptimizedPredictor(tiny_model(attention_layout="prefix"), device="cpu",
+        options=FastPathOptions(precision="fp32", use_torch_compile=False))
     with pytest.raises(PredictorError, match="no prepared context"):
         p.predict_prepared(q)
     with pytest.raises(PredictorError, match="max_batch_size"):
@@ -213,7 +220,7 @@ BAD: list[tuple[str, Any]] = [
 
 @pytest.mark.parametrize(("label", "make"), BAD, ids=[b[0] for b in BAD])
 def test_bad_input_raises_predictor_error(label: str, make: Any) -> None:
-    p = OptimizedPredictor(tiny_model(), device="cpu", precision="fp32", use_torch_compile=False, warmup=False)
+    p = OptimizedPredictor(tiny_model(), device="cpu", options=FP32)
     c, q, m = inputs(2, 3)
     with pytest.raises(PredictorError):
         p.predict(*make(c, q, m))
@@ -224,18 +231,17 @@ def test_bad_input_raises_predictor_error(label: str, make: Any) -> None:
 def test_bad_options() -> None:
     m = tiny_model()
     with pytest.raises(PredictorError, match="fp16"):
-        OptimizedPredictor(m, device="cpu", precision="fp16")
+        OptimizedPredictor(m, device="cpu", options=FastPathOptions(precision="fp16"))
     with pytest.raises(PredictorError, match="buckets"):
-        OptimizedPredictor(m, device="cpu", buckets=[1, 64])
+        OptimizedPredictor(m, device="cpu", options=FastPathOptions(buckets=[1, 64]))
     with pytest.raises(TypeError):
         create_optimized_predictor("not a model")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- factory
 def test_create_optimized_predictor_torch_backend_from_config() -> None:
-    p = create_optimized_predictor(
-        tiny_config(attention_layout="prefix"), device="cpu", backend="torch", precision="fp32"
-    )
+    p = create_optimized_predictor(tiny_config(attention_layout="prefix"), device="cpu", backend="torch",
+        options=FastPathOptions(precision="fp32"))
     assert isinstance(p, OptimizedPredictor)
     assert not p.use_torch_compile  # off on CPU by default (see the module docstring)
     c, q, m = inputs(2, 3)
@@ -260,9 +266,8 @@ def test_create_optimized_predictor_cpu_default_is_onnx_int8() -> None:
 def test_compiled_matches_eager() -> None:
     """torch.compile(fullgraph=True, dynamic=False), one bucket (CPU compilation is slow)."""
     model = tiny_model()
-    p = OptimizedPredictor(
-        model, device="cpu", precision="fp32", use_torch_compile=True, compile_mode="default", buckets=[4]
-    )
+    p = OptimizedPredictor(model, device="cpu",
+        options=FastPathOptions(precision="fp32", use_torch_compile=True, compile_mode="default", buckets=[4]))
     assert p.use_torch_compile and "compiled" in p.name
     for B, N in [(4, N_MAX), (3, 2)]:  # one bucket: both shapes pad to 4 × N_MAX, no recompilation
         c, q, m = inputs(B, N, seed=B)
@@ -278,8 +283,9 @@ def test_compiled_without_static_shapes_serves_any_number_of_shapes(monkeypatch:
     symbolic shapes serves them all (a static-shape graph per shape would hit the recompile limit)."""
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
     model = tiny_model()
-    p = OptimizedPredictor(model, device="cpu", precision="fp32", use_static_cache=False, use_torch_compile=True,
-                           compile_mode="default", buckets=[4], warmup=False)
+    opts = FastPathOptions(precision="fp32", use_static_cache=False, use_torch_compile=True, compile_mode="default",
+                           buckets=[4], warmup=False)
+    p = OptimizedPredictor(model, device="cpu", options=opts)
     shapes = [(b, n) for b in (2, 3, 4) for n in range(2, N_MAX + 1)]
     assert len(shapes) > torch._dynamo.config.recompile_limit
     for B, N in shapes:
@@ -303,7 +309,7 @@ def test_compile_works_on_follows_triton_for_cuda(triton: bool, monkeypatch: pyt
 @pytest.mark.parametrize("layout", ["bidirectional", "prefix"])
 def test_cuda_fp16_cuda_graphs(layout: str) -> None:
     model = tiny_model(attention_layout=layout)
-    p = create_optimized_predictor(model, device="cuda", buckets=[1, 4, 8])
+    p = create_optimized_predictor(model, device="cuda", options=FastPathOptions(buckets=[1, 4, 8]))
     assert isinstance(p, OptimizedPredictor)
     assert p.precision == "fp16" and p.use_torch_compile and p.compile_mode == "reduce-overhead"
     for B, N in [(1, 3), (4, N_MAX), (11, 5)]:
@@ -322,7 +328,7 @@ def test_cuda_fp16_cuda_graphs(layout: str) -> None:
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_cuda_fp32_static_parity() -> None:
     model = tiny_model(attention_layout="prefix")
-    p = OptimizedPredictor(model, device="cuda", precision="fp32", use_torch_compile=False, warmup=False)
+    p = OptimizedPredictor(model, device="cuda", options=FP32)
     c, q, m = inputs(5, 4)
     ref_e, _ = EagerPredictor(model).predict(c, q, m)
     np.testing.assert_allclose(p.predict(c, q, m)[0], ref_e, atol=1e-4)
