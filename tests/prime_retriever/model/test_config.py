@@ -4,7 +4,6 @@ import pytest
 from pydantic import ValidationError
 
 from prime_retriever.model.config import PredictorConfig
-from training.training_config import TrainingConfig
 
 
 def test_spec_defaults() -> None:
@@ -14,18 +13,12 @@ def test_spec_defaults() -> None:
     assert c.checkpoint_path is None
     assert c.use_static_cache and c.use_torch_compile
     assert c.compile_mode == "reduce-overhead" and c.max_batch_size == 32
-    t = TrainingConfig()
-    assert (t.learning_rate, t.weight_decay, t.batch_size, t.num_epochs) == (1e-4, 0.01, 64, 10)
-    assert (t.warmup_steps, t.temperature, t.y_encoder_lr_multiplier) == (1000, 0.07, 0.05)
-    assert t.gradient_checkpointing and t.mixed_precision
 
 
 def test_frozen() -> None:
     c = PredictorConfig()
     with pytest.raises(ValidationError):
         c.hidden_dim = 4  # type: ignore[misc]
-    with pytest.raises(ValidationError):
-        TrainingConfig().batch_size = 3  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
@@ -53,14 +46,6 @@ def test_invalid_predictor_config(kwargs: dict[str, object], message: str) -> No
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead", "max-autotune"])
 def test_compile_modes_accepted(mode: str) -> None:
     assert PredictorConfig(compile_mode=mode).compile_mode == mode
-
-
-@pytest.mark.parametrize(
-    "kwargs", [{"learning_rate": 0.0}, {"batch_size": 1}, {"temperature": 0.0}, {"y_encoder_lr_multiplier": -1.0}]
-)
-def test_invalid_training_config(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValidationError):
-        TrainingConfig(**kwargs)
 
 
 def test_json_round_trip() -> None:
