@@ -37,6 +37,8 @@ from prime_retriever.cli.arg_types import cosine, non_negative_int, positive_int
 from prime_retriever.errors import DataError
 from prime_retriever.retrieval.link_graph import LinkExpansion, LinkGraph
 from prime_retriever.text.documents import Document
+from training.data.examples import MULTI_HOP
+from training.data.hotpotqa import hotpotqa_files, load_hotpotqa_pool
 
 if TYPE_CHECKING:
     from prime_retriever.backends.inference import PredictorBackend
@@ -63,46 +65,10 @@ def default_data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _read_small(data_dir: Path) -> tuple[list[Document], list[BenchQuery]]:
-    """A minimal reader of the IRCoT and HF-distractor files (used when ``training`` is not importable)."""
-    corpus: dict[str, Document] = {}
-    queries: list[BenchQuery] = []
-    for path in sorted((data_dir / "hotpotqa").glob("*.jsonl")):
-        if path.name.startswith(("ecm_", "amor_")):
-            continue
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                rec = json.loads(line)
-                paras: list[tuple[str, str, bool]] = []
-                if "contexts" in rec:  # IRCoT
-                    question = rec["question_text"]
-                    paras = [(c["title"], " ".join(c["paragraph_text"].split()), bool(c["is_supporting"]))
-                             for c in rec["contexts"]]
-                elif "context" in rec and isinstance(rec["context"], dict):  # HF distractor
-                    question = rec["question"]
-                    gold = set(rec["supporting_facts"]["title"])
-                    paras = [(t, " ".join(" ".join(s.strip() for s in sents).split()), t in gold)
-                             for t, sents in zip(rec["context"]["title"], rec["context"]["sentences"], strict=True)]
-                else:
-                    continue
-                for title, text, _ in paras:
-                    corpus.setdefault(title, Document(id=title, text=text, title=title))
-                gold_titles = [t for t, _, g in paras if g]
-                if len(gold_titles) >= 2:
-                    queries.append(BenchQuery(question, corpus[gold_titles[0]], gold_titles[1]))
-    return list(corpus.values()), queries
-
-
 def load_hotpotqa_bench(data_dir: Path) -> tuple[list[Document], list[BenchQuery], str]:
     """The pooled HotpotQA corpus and the multi_hop queries; also says which reader was used."""
     if not (data_dir / "hotpotqa").is_dir():
         raise DataError(f"no hotpotqa/ under {data_dir}; set PRIME_DATA_DIR")
-    try:
-        from training.data.examples import MULTI_HOP
-        from training.data.hotpotqa import hotpotqa_files, load_hotpotqa_pool
-    except ImportError:
-        docs, queries = _read_small(data_dir)
-        return docs, queries, "local reader (ircot/hf files)"
     ds = load_hotpotqa_pool(hotpotqa_files(data_dir), MULTI_HOP)
     queries = []
     for ex in ds.examples:
