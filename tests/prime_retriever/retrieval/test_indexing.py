@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,21 +9,16 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from prime_retriever.cli import main as cli
-from prime_retriever.errors import DataError, StoreError
+from prime_retriever.errors import StoreError
 from prime_retriever.retrieval.indexing import index_documents
 from prime_retriever.stores.base import VectorStore
 from prime_retriever.stores.edge import EdgeStore
 from prime_retriever.stores.qdrant import QdrantStore
-from prime_retriever.text.corpus import read_corpus_jsonl
-from prime_retriever.text.documents import Document
 from prime_retriever.text.embedding_cache import CachedEncoder
-from prime_retriever.text.encoders import HFTextEncoder
 from tests.prime_retriever.retrieval.test_retriever import (
     cached_encoder,
     embedding_cache_dir,
     hotpot_sample,
-    shared_encoder,
 )
 
 N = 120
@@ -127,72 +121,3 @@ async def test_refuses_to_mix_encoders(encoder: CachedEncoder) -> None:
         await index_documents(store, docs, encoder=encoder, progress=False)
         with pytest.raises(StoreError, match="other-encoder"):
             await index_documents(store, docs, encoder=RenamedEncoder(encoder, "other-encoder"), progress=False)
-
-
-def _write_corpus(path: Path, docs: Sequence[Document]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for d in docs:
-            f.write(json.dumps({"id": d.id, "text": d.text, "title": d.title}) + "\n")
-
-
-def test_read_corpus_jsonl(tmp_path: Path) -> None:
-    p = tmp_path / "c.jsonl"
-    p.write_text('{"id": "a", "text": "x", "title": "A"}\n\n{"id": "b", "text": "y"}\n')
-    assert read_corpus_jsonl(p) == [Document("a", "x", "A"), Document("b", "y", "")]
-    p.write_text('{"id": "", "text": "x"}\n')
-    with pytest.raises(DataError, match=":1: 'id'"):
-        read_corpus_jsonl(p)
-    p.write_text("[1, 2]\n")
-    with pytest.raises(DataError, match="JSON object"):
-        read_corpus_jsonl(p)
-    with pytest.raises(DataError, match="not found"):
-        read_corpus_jsonl(tmp_path / "missing.jsonl")
-
-
-@pytest.mark.parametrize("kind", ["local", "edge"])
-def test_index_cli(
-    kind: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    pytestconfig: pytest.Config,
-) -> None:
-    docs = hotpot_sample().docs[:25]
-    corpus = tmp_path / "corpus.jsonl"
-    _write_corpus(corpus, docs)
-    # the CLI builds its encoder with HFTextEncoder(): hand it the already-loaded one
-    import prime_retriever.text.encoders as encoders
-
-    asked: list[str | None] = []
-
-    def loaded_encoder(model: str | None = None) -> HFTextEncoder:
-        asked.append(model)  # what the command asked for: the bundled model unless --encoder says
-        return shared_encoder()
-
-    monkeypatch.setattr(encoders, "HFTextEncoder", loaded_encoder)
-    argv = [
-        "index",
-        "--corpus",
-        str(corpus),
-        "--store",
-        kind,
-        "--path",
-        str(tmp_path / kind),
-        "--cache-dir",
-        str(embedding_cache_dir(pytestconfig)),
-        "--no-progress",
-    ]
-    assert cli.main(argv) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["indexed"] == 25 and report["count_after"] == 25
-    assert asked == [None]
-    assert cli.main(argv) == 0  # re-run: nothing to do
-    report = json.loads(capsys.readouterr().out)
-    assert report["indexed"] == 0 and report["skipped_existing"] == 25 and report["count_after"] == 25
-
-
-def test_index_cli_needs_a_path_for_local_stores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    corpus = tmp_path / "corpus.jsonl"
-    _write_corpus(corpus, hotpot_sample().docs[:2])
-    assert cli.main(["index", "--corpus", str(corpus), "--store", "edge"]) == 1
-    assert "--path" in capsys.readouterr().err
