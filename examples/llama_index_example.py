@@ -8,13 +8,8 @@ from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
 from prime_retriever import Document, HFTextEncoder
+from prime_retriever.integrations import llama_index as prime
 from prime_retriever.integrations.foreign_retriever import PredictorOptions
-from prime_retriever.integrations.llama_index import (
-    PredictiveEmbeddingRetriever,
-    PrimeEmbedding,
-    PrimeLlamaRetriever,
-    text_node,
-)
 
 DOCS = [
     Document(id="d1", title="Demon Dice", text="Demon Dice is a collectible dice game created by Lester Smith."),
@@ -26,19 +21,19 @@ QUERY = "Who designed it, and what else did he make?"
 
 encoder = HFTextEncoder()
 vector_store = QdrantVectorStore("docs", client=QdrantClient(location=":memory:"))
-index = VectorStoreIndex([text_node(d) for d in DOCS], embed_model=PrimeEmbedding(encoder),
+index = VectorStoreIndex([prime.text_node(d) for d in DOCS], embed_model=prime.PrimeEmbedding(encoder),
                          storage_context=StorageContext.from_defaults(vector_store=vector_store))
 options = PredictorOptions(checkpoint=os.environ.get("PRIME_CHECKPOINT"))  # None: a random predictor
 
-# the cheapest drop-in: only QueryBundle.embedding changes; filters and postprocessors are yours
+# the cheapest drop-in: only QueryBundle.embedding changes; filters and postprocessors stay yours
 stock = VectorIndexRetriever(index, similarity_top_k=2)
-drop_in = PredictiveEmbeddingRetriever.from_vector_store(stock, vector_store, options, encoder=encoder, context=CONTEXT)
+drop_in = prime.PredictiveEmbeddingRetriever.from_vector_store(stock, vector_store, options, encoder=encoder)
+drop_in.set_context(CONTEXT)
 for n in drop_in.retrieve(QUERY):
     print("stock retriever:", n.node.metadata["title"], round(n.score or 0.0, 4))
 
-# PredictiveRetriever.search itself: each hit says which path served it
-full = PrimeLlamaRetriever.from_vector_store(vector_store, options, encoder=encoder, context=CONTEXT, k=2)
-for n in full.retrieve(QUERY):
+full = prime.PrimeLlamaRetriever.from_vector_store(vector_store, options, encoder=encoder, context=CONTEXT, k=2)
+for n in full.retrieve(QUERY):  # PredictiveRetriever.search itself: each hit says which path served it
     print("prime retriever:", n.node.metadata["title"], round(n.score or 0.0, 4), n.node.metadata["prime_source"])
 drop_in.close()
 full.close()

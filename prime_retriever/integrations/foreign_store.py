@@ -135,7 +135,8 @@ class ForeignQdrantStore:
         info = await self._call("get_collection", lambda: c.get_collection(self.collection))
         vectors = info.config.params.vectors
         name = self.schema.vector_name
-        params = vectors.get(name) if isinstance(vectors, dict) and name is not None else vectors
+        # the unnamed vector is also the one named "" (how LangChain creates it)
+        params = vectors.get(name or "") if isinstance(vectors, dict) else (vectors if name is None else None)
         if not isinstance(params, models.VectorParams):
             have = sorted(vectors) if isinstance(vectors, dict) else "one unnamed vector"
             raise ForeignCollectionError(

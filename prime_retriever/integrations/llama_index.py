@@ -34,7 +34,6 @@ from prime_retriever.integrations.foreign_retriever import PredictorOptions, ope
 from prime_retriever.integrations.foreign_store import ForeignQdrantStore
 from prime_retriever.integrations.payload_schema import llama_index_schema
 from prime_retriever.integrations.retriever_thread import RetrieverThread
-from prime_retriever.integrations.vector_prediction import predict_vector
 from prime_retriever.stores.base import point_id
 
 __all__ = [
@@ -226,7 +225,7 @@ class PredictiveEmbeddingRetriever(_Conversational, BaseRetriever):
 
     def _predict(self, query: str) -> Any:
         ctx = self.context_for(query)
-        return lambda rt: predict_vector(rt, ctx, query, filter=self.filter)
+        return lambda rt: rt.predict_vector(ctx, query, filter=self.filter)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         vector = self.thread.call(self._predict(query_bundle.query_str))

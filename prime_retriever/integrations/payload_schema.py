@@ -71,6 +71,8 @@ class PayloadSchema:
         text_path: where the text is.
         id_key: the payload key holding the framework's document id; ``None``: the point id is the doc id.
         id_to_point: the point id of a framework document id (Haystack's uuid5); needed with ``id_key``.
+        strip_title: a text that starts with ``"{title}: "`` is read without it (a LangChain page holds
+            the title, since LangChain embeds the page alone), so titles link as in prime's own corpus.
     """
 
     framework: str
@@ -79,6 +81,7 @@ class PayloadSchema:
     text_path: tuple[str, ...]
     id_key: str | None = None
     id_to_point: Callable[[str], PointId] | None = None
+    strip_title: bool = False
 
     def __post_init__(self) -> None:
         if self.id_key is not None and self.id_to_point is None:
@@ -104,7 +107,10 @@ class PayloadSchema:
 
     def text(self, payload: Mapping[str, Any]) -> str:
         found = get_path(payload, self.text_path)
-        return found if isinstance(found, str) else ""
+        if not isinstance(found, str):
+            return ""
+        title = self.title(payload)
+        return found.removeprefix(f"{title}: ") if self.strip_title and title else found
 
     def document(self, point_id: PointId, payload: Mapping[str, Any]) -> Document:
         """The point as a prime :class:`~prime_retriever.Document` (empty title/text where the payload has none)."""
@@ -135,5 +141,7 @@ def langchain_schema(
     vector_name: str | None = "", content_key: str = "page_content", metadata_key: str = "metadata",
     title_key: str = "title",
 ) -> PayloadSchema:
-    """``langchain_qdrant.QdrantVectorStore`` (pass its ``vector_name`` and payload keys)."""
-    return PayloadSchema("langchain", _name(vector_name), (metadata_key, title_key), (content_key,))
+    """``langchain_qdrant.QdrantVectorStore`` (pass its ``vector_name`` and payload keys); a page's
+    ``"title: "`` prefix is not read as text."""
+    return PayloadSchema("langchain", _name(vector_name), (metadata_key, title_key), (content_key,),
+                         strip_title=True)

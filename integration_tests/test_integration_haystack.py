@@ -1,0 +1,216 @@
+"""Haystack: a collection built by a Haystack indexing pipeline, searched through our components in stock
+query pipelines, gives exactly ``PredictiveRetriever.search`` over prime's own store of the same corpus."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network here
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from haystack import Document as HaystackDocument
+from haystack import Pipeline
+from haystack.components.writers import DocumentWriter
+from haystack_integrations.components.retrievers.qdrant import QdrantEmbeddingRetriever
+from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
+from qdrant_client import models
+
+from integration_tests.conftest import REPO
+from prime_retriever import Document, HFTextEncoder, LinkGraph, PredictiveRetriever, PredictorError
+from prime_retriever.backends.inference import EagerPredictor
+from prime_retriever.integrations.haystack import (
+    PredictiveQueryEmbedder,
+    PrimeDocumentEmbedder,
+    PrimeRetriever,
+)
+from tests.prime_retriever.integrations.fixtures import (
+    Conversation,
+    K,
+    assert_same_hits,
+    conversations,
+    hotpot_corpus,
+    linked_predictor,
+    prime_search,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def corpus(prime_data_dir: Path) -> list[Document]:
+    return hotpot_corpus(prime_data_dir)
+
+
+@pytest.fixture(scope="module")
+def convs(prime_data_dir: Path, corpus: list[Document]) -> list[Conversation]:
+    out = conversations(prime_data_dir)
+    graph = LinkGraph.build(corpus)
+    assert all(graph.candidates([*c.context, c.query], []) for c in out)  # link expansion is exercised
+    return out
+
+
+@pytest.fixture(scope="module")
+def encoder() -> HFTextEncoder:
+    return HFTextEncoder()
+
+
+def _haystack_docs(corpus: list[Document]) -> list[HaystackDocument]:
+    return [HaystackDocument(id=d.id, content=d.text, meta={"title": d.title}) for d in corpus]
+
+
+def _store(index: str) -> QdrantDocumentStore:
+    return QdrantDocumentStore(location=":memory:", index=index, embedding_dim=384, similarity="cosine")
+
+
+def _indexing(store: QdrantDocumentStore, encoder: HFTextEncoder, pipeline: Pipeline) -> None:
+    embedder = PrimeDocumentEmbedder()
+    embedder.use_encoder(encoder)
+    pipeline.add_component("embedder", embedder)
+    pipeline.add_component("writer", DocumentWriter(document_store=store))
+    pipeline.connect("embedder.documents", "writer.documents")
+
+
+def _with_test_predictor(component: PredictiveQueryEmbedder | PrimeRetriever, encoder: HFTextEncoder) -> None:
+    """Serve the test's random predictor (no checkpoint at hand): the same weights as the reference."""
+    component.use_encoder(encoder)
+    component.use_backend(EagerPredictor(linked_predictor()))
+
+
+def _query_pipeline(store: QdrantDocumentStore, encoder: HFTextEncoder, pipeline: Pipeline
+                    ) -> PredictiveQueryEmbedder:
+    embedder = PredictiveQueryEmbedder(document_store=store)
+    _with_test_predictor(embedder, encoder)
+    pipeline.add_component("embedder", embedder)
+    pipeline.add_component("retriever", QdrantEmbeddingRetriever(document_store=store, top_k=K))
+    pipeline.connect("embedder.embedding", "retriever.query_embedding")
+    return embedder
+
+
+def _pairs(docs: list[HaystackDocument]) -> list[tuple[str, float]]:
+    return [(d.id, float(d.score or 0.0)) for d in docs]
+
+
+async def test_sync_pipelines_equal_prime_search(corpus: list[Document], convs: list[Conversation],
+                                                 encoder: HFTextEncoder) -> None:
+    store = _store("hay_sync")
+    indexing = Pipeline()
+    _indexing(store, encoder, indexing)
+    await _thread_run(indexing, {"embedder": {"documents": _haystack_docs(corpus)}})
+    assert store.count_documents() == len(corpus)
+    query = Pipeline()
+    embedder = _query_pipeline(store, encoder, query)
+    full = PrimeRetriever(document_store=store, top_k=K)
+    _with_test_predictor(full, encoder)
+    reference = await prime_search(corpus, encoder, linked_predictor(), convs)
+    try:
+        for conv, ref in zip(convs, reference, strict=True):
+            out = await _thread_run(query, {"embedder": {"query": conv.query, "context": conv.context}})
+            assert_same_hits(_pairs(out["retriever"]["documents"]), ref)
+            docs = (await _thread_call(full.run, conv.query, conv.context))["documents"]
+            assert_same_hits(_pairs(docs), ref)
+            assert {d.meta["prime_source"] for d in docs} == {"predicted"}
+            assert docs[0].meta["title"] == ref[0].title and docs[0].content == ref[0].text
+        # a run without a query is a PREPARE: scheduled, it returns at once and warms the session's cache
+        assert full.run(context=convs[0].context, session_id="s1") == {"documents": []}
+        assert await _eventually_prepared(full, "s1")
+    finally:
+        embedder.close()
+        full.close()
+
+
+async def _eventually_prepared(component: PrimeRetriever, session_id: str) -> bool:
+    import asyncio
+
+    async def has(rt: PredictiveRetriever) -> bool:
+        return session_id in rt.cache
+
+    for _ in range(600):  # the PREPARE runs on the retriever's thread; wait for it (up to a minute)
+        if component.thread(False).call(has):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def _thread_run(pipeline: Pipeline, data: dict[str, Any]) -> dict[str, Any]:
+    import asyncio
+
+    out: dict[str, Any] = await asyncio.to_thread(pipeline.run, data)
+    return out
+
+
+async def _thread_call(fn: object, *args: object) -> dict[str, list[HaystackDocument]]:
+    import asyncio
+
+    out: dict[str, list[HaystackDocument]] = await asyncio.to_thread(fn, *args)  # type: ignore[arg-type]
+    return out
+
+
+async def test_async_pipelines_equal_prime_search(corpus: list[Document], convs: list[Conversation],
+                                                  encoder: HFTextEncoder) -> None:
+    store = _store("hay_async")  # local mode: what the async client writes, only the async client sees
+    indexing = Pipeline()
+    _indexing(store, encoder, indexing)
+    await indexing.run_async({"embedder": {"documents": _haystack_docs(corpus)}})
+    query = Pipeline()
+    embedder = _query_pipeline(store, encoder, query)
+    full = PrimeRetriever(document_store=store, top_k=K)
+    _with_test_predictor(full, encoder)
+    reference = await prime_search(corpus, encoder, linked_predictor(), convs)
+    try:
+        for conv, ref in zip(convs, reference, strict=True):
+            out = await query.run_async({"embedder": {"query": conv.query, "context": conv.context}})
+            assert_same_hits(_pairs(out["retriever"]["documents"]), ref)
+            docs = (await full.run_async(conv.query, conv.context))["documents"]
+            assert_same_hits(_pairs(docs), ref)
+    finally:
+        embedder.close()
+        full.close()
+
+
+async def test_filters_restrict_hits_and_link_expansion(corpus: list[Document], convs: list[Conversation],
+                                                        encoder: HFTextEncoder) -> None:
+    store = _store("hay_filter")
+    indexing = Pipeline()
+    _indexing(store, encoder, indexing)
+    await _thread_run(indexing, {"embedder": {"documents": _haystack_docs(corpus)}})
+    titles = [corpus[i].title for i in range(0, 40, 2)]
+    hay = {"field": "meta.title", "operator": "in", "value": titles}
+    prime = models.Filter(must=[models.FieldCondition(key="title", match=models.MatchAny(any=titles))])
+    full = PrimeRetriever(document_store=store, top_k=K)
+    _with_test_predictor(full, encoder)
+    reference = await prime_search(corpus, encoder, linked_predictor(), convs, filter=prime)
+    try:
+        for conv, ref in zip(convs, reference, strict=True):
+            docs = (await _thread_call(full.run, conv.query, conv.context, hay))["documents"]
+            assert {d.meta["title"] for d in docs} <= set(titles)
+            assert_same_hits(_pairs(docs), ref)
+    finally:
+        full.close()
+
+
+def test_serialisation_round_trip_and_prepare(encoder: HFTextEncoder) -> None:
+    store = _store("hay_dict")
+    for cls in (PredictiveQueryEmbedder, PrimeRetriever):
+        component = cls(document_store=store, checkpoint="ckpt", links="links.json", backend="onnx")
+        again = cls.from_dict(component.to_dict())
+        assert again.to_dict() == component.to_dict() and again.options == component.options
+    pipeline = Pipeline()
+    pipeline.add_component("retriever", PrimeRetriever(document_store=store))
+    loaded = Pipeline.loads(pipeline.dumps(), allowed_modules=["prime_retriever.integrations.haystack"])
+    assert loaded.to_dict() == pipeline.to_dict()
+    retriever = PrimeRetriever(document_store=store)
+    with pytest.raises(PredictorError):
+        retriever.run(context=["user: hi"])  # a PREPARE needs a session id
+
+
+def test_example_runs() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HAYSTACK_TELEMETRY_ENABLED": "False"}
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "haystack_example.py")], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "predicted" in r.stdout
