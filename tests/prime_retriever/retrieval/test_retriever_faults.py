@@ -413,7 +413,7 @@ class FailingEncoder:
 
 
 @pytest.mark.parametrize(
-    ("mode", "match"), [("raise", "failed: RuntimeError"), ("rows", r"returned \(2, 384\) for 1 texts")]
+    ("mode", "match"), [("raise", "failed: RuntimeError"), ("rows", r"returned shape \(2, 384\) for 1 texts")]
 )
 async def test_an_encoder_failure_is_an_encoder_error_and_searches_nothing(
     cache_root: Path, mode: str, match: str
