@@ -7,16 +7,23 @@ import os
 
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network here
 
+import asyncio
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from haystack import Document as HaystackDocument
-from haystack import Pipeline
+from haystack import Pipeline, component
 from haystack.components.writers import DocumentWriter
-from haystack_integrations.components.retrievers.qdrant import QdrantEmbeddingRetriever
+from haystack.dataclasses import SparseEmbedding
+from haystack_integrations.components.retrievers.qdrant import (
+    QdrantEmbeddingRetriever,
+    QdrantHybridRetriever,
+    QdrantSparseEmbeddingRetriever,
+)
 from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
 from qdrant_client import models
 
@@ -191,6 +198,57 @@ async def test_filters_restrict_hits_and_link_expansion(corpus: list[Document], 
             assert_same_hits(_pairs(docs), ref)
     finally:
         full.close()
+
+
+@component
+class _HashingSparseEmbedder:
+    """A bag-of-words sparse embedding (hashed words), to give the hybrid store its sparse half."""
+
+    @component.output_types(documents=list[HaystackDocument])
+    def run(self, documents: list[HaystackDocument]) -> dict[str, list[HaystackDocument]]:
+        for d in documents:
+            d.sparse_embedding = _sparse(d.content or "")
+        return {"documents": documents}
+
+
+def _sparse(text: str) -> SparseEmbedding:
+    counts: dict[int, float] = {}
+    for w in text.lower().split():
+        h = zlib.crc32(w.encode()) % 100_000
+        counts[h] = counts.get(h, 0.0) + 1.0
+    return SparseEmbedding(indices=list(counts), values=list(counts.values()))
+
+
+async def test_hybrid_store_dense_and_fused(corpus: list[Document], convs: list[Conversation],
+                                            encoder: HFTextEncoder) -> None:
+    store = QdrantDocumentStore(location=":memory:", index="hay_hybrid", embedding_dim=384, similarity="cosine",
+                                use_sparse_embeddings=True)  # the dense vector is now named "text-dense"
+    indexing = Pipeline()
+    dense_embedder = PrimeDocumentEmbedder()
+    dense_embedder.use_encoder(encoder)
+    indexing.add_component("embedder", dense_embedder)
+    indexing.add_component("sparse", _HashingSparseEmbedder())
+    indexing.add_component("writer", DocumentWriter(document_store=store))
+    indexing.connect("embedder.documents", "sparse.documents")
+    indexing.connect("sparse.documents", "writer.documents")
+    await _thread_run(indexing, {"embedder": {"documents": _haystack_docs(corpus)}})
+    embedder = PredictiveQueryEmbedder(document_store=store)
+    _with_test_predictor(embedder, encoder)
+    reference = await prime_search(corpus, encoder, linked_predictor(), convs)
+    dense = QdrantEmbeddingRetriever(document_store=store, top_k=K)
+    hybrid = QdrantHybridRetriever(document_store=store, top_k=K)
+    try:
+        for conv, ref in zip(convs, reference, strict=True):
+            vector = (await asyncio.to_thread(embedder.run, conv.query, conv.context))["embedding"]
+            assert_same_hits(_pairs(dense.run(query_embedding=vector)["documents"]), ref)
+            fused = hybrid.run(query_embedding=vector, query_sparse_embedding=_sparse(conv.query))["documents"]
+            sparse_ids = {d.id for d in QdrantSparseEmbeddingRetriever(document_store=store, top_k=K).run(
+                query_sparse_embedding=_sparse(conv.query))["documents"]}
+            # a fusion of our dense hits and the sparse ones, with some of ours
+            assert {d.id for d in fused} <= set(ref.doc_ids) | sparse_ids
+            assert {d.id for d in fused} & set(ref.doc_ids)
+    finally:
+        embedder.close()
 
 
 def test_serialisation_round_trip_and_prepare(encoder: HFTextEncoder) -> None:
