@@ -179,6 +179,28 @@ def test_memory_turns_and_prepare(sync_index: tuple[VectorStoreIndex, QdrantVect
         full.close()
 
 
+def test_a_chat_engine_prepares_between_turns(sync_index: tuple[VectorStoreIndex, QdrantVectorStore],
+                                              convs: list[Conversation], encoder: HFTextEncoder) -> None:
+    from llama_index.core.chat_engine import CondensePlusContextChatEngine
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.memory import ChatMemoryBuffer
+
+    _, vs = sync_index
+    memory = ChatMemoryBuffer.from_defaults()
+    retriever = PrimeLlamaRetriever(_thread(vs, encoder), k=K, memory=memory, session_id="s1")
+    engine = CondensePlusContextChatEngine.from_defaults(retriever=retriever, llm=MockLLM(max_tokens=8), memory=memory)
+    try:
+        first = engine.chat(convs[0].context[0].removeprefix("user: "))
+        assert {n.node.metadata["prime_source"] for n in first.source_nodes} == {"predicted"}
+        # the turn has ended: warm the cache from the conversation so far, before the next message
+        assert len(retriever.history()) == 2
+        assert retriever.prepare_soon().result(timeout=120).source == "predicted"
+        assert retriever.thread.call(_has_session)
+        assert len(engine.chat(convs[0].query).source_nodes) == K
+    finally:
+        retriever.close()
+
+
 async def _has_session(rt: PredictiveRetriever) -> bool:
     return "s1" in rt.cache
 

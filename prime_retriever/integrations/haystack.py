@@ -16,6 +16,7 @@ document store by its own ``to_dict``, the predictor by :class:`PredictorOptions
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -204,6 +205,14 @@ class PrimeRetriever(_PredictiveComponent):
             self.thread(True).schedule(call)
             return {"documents": []}
         return {"documents": _documents(await self.thread(True).acall(call))}
+
+    def prepare_soon(self, session_id: str, context: list[str], filters: dict[str, Any] | None = None, *,
+                     use_async: bool = False) -> concurrent.futures.Future[SearchResult]:
+        """PREPARE as a plain callback (e.g. after the generator's reply); returns a Future at once.
+
+        ``use_async``: warm the path ``run_async`` searches (in local mode it holds its own data).
+        """
+        return self.thread(use_async).schedule(self._call(None, context, filters, None, session_id))
 
     def to_dict(self) -> dict[str, Any]:
         return default_to_dict(self, **self._params(), top_k=self.top_k)

@@ -72,6 +72,7 @@ def test_sync_and_async_paths(minilm: TextEncoder) -> None:
         assert [d.id for d in docs] == [d.id for d in found] and {d.meta["kind"] for d in docs} == {"game"}
         assert docs[0].meta["prime_source"] == "predicted" and docs[0].score == pytest.approx(found[0].score)
         assert full.run(context=CONTEXT, session_id="s") == {"documents": []}  # a PREPARE, scheduled
+        assert full.prepare_soon("s2", CONTEXT, filters=games).result(timeout=60).source == "predicted"
         with pytest.raises(PredictorError):
             full.run(session_id="s")
     finally:
