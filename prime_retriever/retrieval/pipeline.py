@@ -246,23 +246,49 @@ class BatchPipeline:
         except ValueError:  # a store gave a non-finite score: no evidence either way
             return 0.0
 
+    async def _encode_batch(
+        self, reqs: Sequence[Request], results: list[Outcome | BaseException | None]
+    ) -> dict[str, FloatArray]:
+        """The embeddings of every text of the batch, in one encoder call.
+
+        When that call fails, each request's texts are encoded alone, so a text the encoder cannot
+        take fails only the request that holds it (its slot of ``results`` gets the error).
+        """
+        def texts_of(r: Request) -> list[str]:
+            return [*(r.context_texts or []), *([r.query_text] if r.query_text else [])]
+
+        texts = [t for r in reqs for t in texts_of(r)]
+        if not texts:
+            return {}
+        try:
+            return await self.encode(texts)
+        except Exception as exc:
+            if len(reqs) == 1:
+                results[0] = exc
+                return {}
+        emb: dict[str, FloatArray] = {}
+        for i, r in enumerate(reqs):
+            try:
+                emb.update(await self.encode([t for t in texts_of(r) if t not in emb]))
+            except Exception as one:
+                results[i] = one
+        return emb
+
     async def process_batch(self, reqs: Sequence[Request]) -> list[Outcome | BaseException]:
         results: list[Outcome | BaseException | None] = [None] * len(reqs)
         # 1. encode every text of the batch at once
-        texts = [t for r in reqs for t in ((r.context_texts or []) + ([r.query_text] if r.query_text else []))]
-        try:
-            emb = await self.encode(texts) if texts else {}
-        except Exception as exc:
-            return [exc] * len(reqs)
+        emb = await self._encode_batch(reqs, results)
         ctxs: list[FloatArray] = []
         queries = np.zeros((len(reqs), self.dim), np.float32)  # B × D
         for i, r in enumerate(reqs):
+            if results[i] is not None:  # its texts could not be encoded: a placeholder row, never used
+                ctxs.append(queries[i : i + 1])
+                continue
             turns = r.context_vecs if r.context_vecs is not None else np.stack([emb[t] for t in r.context_texts or []])
             ctxs.append(turns)  # N_i × D
             queries[i] = r.query_vec if r.query_vec is not None else emb[r.query_text or ""]
-        bad = ~np.isfinite(queries).all(axis=1) | np.array([not np.isfinite(c).all() for c in ctxs])
-        for i in np.flatnonzero(bad).tolist():
-            results[i] = EncoderError(f"encoder {self.encoder.name!r} produced a non-finite embedding")
+            if not (np.isfinite(queries[i]).all() and np.isfinite(turns).all()):
+                results[i] = EncoderError(f"encoder {self.encoder.name!r} produced a non-finite embedding")
         live = [i for i in range(len(reqs)) if results[i] is None]
         if live and self.expansion is not None:
             try:

@@ -60,18 +60,40 @@ class RequestValidator:
         self.keep_turns = keep_turns
 
     def _check_vectors(self, arr: npt.NDArray[Any], what: str) -> FloatArray:
+        """``arr`` (... × D) as float32 unit rows: the store and the predictor work in cosine space.
+
+        The norm is taken in float64 so that a finite row of any scale (1e-30 or 3e38 per value)
+        gives the unit vector's direction instead of overflowing or underflowing float32.
+        """
+        if arr.dtype.kind not in "fiu":  # complex would silently lose its imaginary part; bool, str, object: no
+            raise PredictorError(f"{what} must have a real numeric dtype (float or int); got dtype {arr.dtype}")
         try:
-            out = np.asarray(arr, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise PredictorError(f"{what} is not a numeric array: {exc}") from exc
-        if out.shape[-1:] != (self.dim,):
-            raise PredictorError(f"{what} must have last dimension {self.dim}; got shape {out.shape}")
-        if not np.isfinite(out).all():
-            raise PredictorError(f"{what} contains NaN or Inf")
-        norms = np.linalg.norm(out.reshape(-1, self.dim), axis=1)
-        if (norms == 0).any():
+            wide = np.asarray(arr, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise PredictorError(f"{what} is not a real numeric array (dtype {arr.dtype}): {exc}") from exc
+        if wide.ndim == 0 or wide.shape[-1:] != (self.dim,):
+            raise PredictorError(f"{what} must have last dimension {self.dim}; got shape {wide.shape}")
+        if not np.isfinite(wide).all():
+            raise PredictorError(f"{what} contains NaN or Inf (or values beyond float64)")
+        rows = wide.reshape(-1, self.dim)  # R × D
+        peak = np.abs(rows).max(axis=1, keepdims=True)  # scale first: the squares of 1e200 overflow float64
+        if (peak == 0).any():
             raise PredictorError(f"{what} contains an all-zero embedding")
+        scaled = rows / peak
+        unit = scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
+        out: FloatArray = unit.reshape(wide.shape).astype(np.float32)
         return out
+
+    @staticmethod
+    def _check_text(text: str, what: str) -> str:
+        """``text``, refused unless it is valid Unicode (a lone surrogate cannot be encoded as UTF-8 or tokenised)."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PredictorError(
+                f"{what} is not valid Unicode: {exc.reason} at position {exc.start} ({text[exc.start:exc.end]!r})"
+            ) from None
+        return text
 
     def _context(self, context: ContextInput) -> tuple[list[str] | None, FloatArray | None]:
         """Validate a context; keep its most recent turns (``max_context_length`` less any link candidates)."""
@@ -91,23 +113,24 @@ class RequestValidator:
         if not items:
             raise PredictorError("empty context: expected at least one turn")
         if all(isinstance(t, str) for t in items):
-            texts = [str(t) for t in items]
+            texts = [self._check_text(str(t), f"context turn {i}") for i, t in enumerate(items)]
             empty = [i for i, t in enumerate(texts) if not t.strip()]
             if empty:
                 raise PredictorError(f"empty context turn(s) at position(s) {empty}")
             return texts[-keep:], None
         if all(isinstance(t, np.ndarray) for t in items):
-            rows = [np.asarray(t).reshape(-1) for t in items[-keep:]]
+            rows = [self._check_vectors(np.asarray(t).reshape(-1), f"context turn {i}")
+                    for i, t in enumerate(items[-keep:])]
             if any(r.shape != (self.dim,) for r in rows):
                 raise PredictorError(f"every context embedding must have shape ({self.dim},)")
-            return None, self._check_vectors(np.stack(rows), "context")
+            return None, np.stack(rows)
         raise PredictorError("context turns must be all texts or all embeddings")
 
     def _query(self, query: QueryInput) -> tuple[str | None, FloatArray | None]:
         if isinstance(query, str):
             if not query.strip():
                 raise PredictorError("empty query")
-            return query, None
+            return self._check_text(query, "query"), None
         if isinstance(query, np.ndarray):
             q = query.reshape(-1) if query.ndim == 2 and query.shape[0] == 1 else query
             if q.ndim != 1:
