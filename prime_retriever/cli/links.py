@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prime_retriever.cli.arg_types import positive_int
 from prime_retriever.retrieval.link_graph import LinkGraph
-from prime_retriever.text.corpus import read_corpus_jsonl, unique_documents
+from prime_retriever.text.corpus import read_corpus_jsonl
 
 
 def add_cli_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,10 +17,8 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    # a repeated id keeps its first document, as `prime-retriever index` does, so the graph matches the index
-    docs, duplicates = unique_documents(read_corpus_jsonl(args.corpus))
+    docs = read_corpus_jsonl(args.corpus)  # a repeated id is refused, naming its line, as index/train/bench do
     graph = LinkGraph.build(docs, max_links=args.max_links, show_progress=True)
     graph.save(args.out)
-    dup = f" ({duplicates} repeated ids skipped, the first kept)" if duplicates else ""
-    print(f"{args.out}: {len(docs)} documents{dup}, {len(graph)} link to others, {graph.num_links} links")
+    print(f"{args.out}: {len(docs)} documents, {len(graph)} link to others, {graph.num_links} links")
     return 0

@@ -24,18 +24,22 @@ def _optional_str(rec: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def read_corpus_jsonl(path: str | os.PathLike[str], *, allow_duplicates: bool = True) -> list[Document]:
+def read_corpus_jsonl(path: str | os.PathLike[str], *, allow_duplicates: bool = False) -> list[Document]:
     """Read a generic JSONL corpus: one ``{"id": str, "text": str, "title": str?, "scope": str?}`` object a line.
 
+    A repeated id is refused (naming both lines) unless ``allow_duplicates``: which of two documents
+    the user meant cannot be guessed, and ``index``, ``links``, ``train`` and ``bench`` read corpora
+    with this one rule.
+
     Raises:
-        DataError: a line is not a JSON object, ``id``/``text`` is missing, empty or not a string,
-            or (with ``allow_duplicates=False``) an id repeats.
+        DataError: a line is not a JSON object or not valid Unicode, ``id``/``text`` is missing, empty
+            or not a string, or (unless ``allow_duplicates``) an id repeats.
     """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"corpus file not found: {p}")
     docs: list[Document] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # id -> the line it was first read on
     for n, rec in iter_jsonl(p):
         where = f"{p}:{n}"
         doc_id, text = rec.get("id"), rec.get("text")
@@ -45,8 +49,8 @@ def read_corpus_jsonl(path: str | os.PathLike[str], *, allow_duplicates: bool = 
             raise DataError(f"{where}: 'text' must be a non-empty string")
         title, scope = _optional_str(rec, "title", where), _optional_str(rec, "scope", where)
         if not allow_duplicates and doc_id in seen:
-            raise DataError(f"{where}: duplicate document id {doc_id!r}")
-        seen.add(doc_id)
+            raise DataError(f"{where}: duplicate document id {doc_id!r} (first on line {seen[doc_id]})")
+        seen.setdefault(doc_id, n)
         docs.append(Document(id=doc_id, text=text, title=title, scope=scope))
     return docs
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from prime_retriever.errors import DataError
-from prime_retriever.text.jsonl import iter_jsonl
+from prime_retriever.text.jsonl import iter_jsonl, refuse_surrogates_in_text
 
 
 def load_json(path: str | Path) -> Any:
@@ -19,7 +19,8 @@ def load_json(path: str | Path) -> Any:
     p = Path(path)
     try:
         with open(p, encoding="utf-8") as fh:
-            return json.load(fh)
+            text = fh.read()
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{p}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
     except UnicodeDecodeError as exc:
@@ -28,6 +29,8 @@ def load_json(path: str | Path) -> Any:
         raise DataError(f"{p}: JSON nested too deeply") from exc
     except OSError as exc:
         raise DataError(f"{p}: cannot read: {exc}") from exc
+    refuse_surrogates_in_text(text, data, str(p))
+    return data
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from prime_retriever.errors import DataError
 from prime_retriever.text.documents import Document
+from prime_retriever.text.jsonl import refuse_surrogates_in_text
 from training.data.examples import GIVEN, Dataset, Example, clean_text
 
 _SESSION = re.compile(r"session_\d+")
@@ -55,9 +56,13 @@ def load_locomo(path: str | Path, framing: str = GIVEN) -> Dataset:
             where = f"{p}!{member}"
             conv = PurePosixPath(member).stem
             try:
-                data = json.loads(zf.read(member))
+                text = zf.read(member).decode("utf-8")
+                data = json.loads(text)
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{where}: not UTF-8 text ({exc.reason})") from exc
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+            refuse_surrogates_in_text(text, data, where)
             if not isinstance(data, dict) or not isinstance(data.get("qa"), list):
                 raise DataError(f"{where}: expected a conversation object with a 'qa' list")
             turn_ids: dict[str, str] = {}

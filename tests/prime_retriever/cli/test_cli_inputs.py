@@ -85,16 +85,24 @@ def test_export_onnx_refuses_a_nan_model_and_leaves_no_file(tmp_path: Path, caps
     assert "cannot write" in capsys.readouterr().err
 
 
-def test_links_keeps_the_first_document_of_a_repeated_id_as_index_does(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_links_and_index_refuse_a_repeated_id_naming_its_line_as_train_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corpus = _corpus(tmp_path / "c.jsonl", [
         {"id": "a", "title": "Alpha Centauri", "text": "Alpha Centauri is near Barnard Star."},
         {"id": "b", "title": "Barnard Star", "text": "Barnard Star is a red dwarf."},
         {"id": "c", "title": "Sirius", "text": "Sirius is bright."},
         {"id": "a", "title": "Something else", "text": "It mentions Sirius only."},
     ])
+    assert main(["links", str(corpus), "--out", str(tmp_path / "g.json")]) == 1  # kept the first, exit 0, before
+    assert f"{corpus}:4: duplicate document id 'a' (first on line 1)" in capsys.readouterr().err
+    assert main(["index", "--corpus", str(corpus), "--store", "local", "--path", str(tmp_path / "st")]) == 1
+    assert f"{corpus}:4: duplicate document id 'a'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]  # no graph, no store
+    corpus = _corpus(tmp_path / "c.jsonl", [
+        {"id": "a", "title": "Alpha Centauri", "text": "Alpha Centauri is near Barnard Star."},
+        {"id": "b", "title": "Barnard Star", "text": "Barnard Star is a red dwarf."},
+    ])
     assert main(["links", str(corpus), "--out", str(tmp_path / "g.json")]) == 0
-    assert "1 repeated ids skipped" in capsys.readouterr().out
     graph = LinkGraph.load(tmp_path / "g.json")
     assert graph.links == {"a": ("b",)}
     (tmp_path / "dir").mkdir()

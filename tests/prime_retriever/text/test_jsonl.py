@@ -45,3 +45,29 @@ def test_a_truncated_gzip_and_a_missing_file_are_data_errors(tmp_path: Path) -> 
         list(iter_jsonl(p))
     with pytest.raises(DataError, match="cannot read"):
         list(iter_jsonl(tmp_path / "missing.jsonl"))
+
+
+def test_a_lone_surrogate_escape_is_refused_naming_file_line_and_field(tmp_path: Path) -> None:
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": "bad \\ud800 text"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"c\.jsonl:2: \$\.text is not valid Unicode"):
+        list(iter_jsonl(p))
+    p.write_text('{"id": "a", "meta": {"k\\udcff": 1}}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"c\.jsonl:1: \$\.meta \(a key\) is not valid Unicode"):
+        list(iter_jsonl(p))
+    p.write_text('{"id": "a", "turns": ["x", "\\uDFFF"]}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"c\.jsonl:1: \$\.turns\[1\]"):
+        list(iter_jsonl(p))
+
+
+def test_a_surrogate_pair_escape_and_a_literal_backslash_u_are_valid(tmp_path: Path) -> None:
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"t": "\\ud83d\\ude00"}\n{"t": "a \\\\ud800 literal"}\n', encoding="utf-8")
+    assert list(iter_jsonl(p)) == [(1, {"t": "\U0001f600"}), (2, {"t": "a \\ud800 literal"})]
+
+
+def test_json_nested_too_deeply_is_a_data_error(tmp_path: Path) -> None:
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"c\.jsonl:1: JSON nested too deeply"):
+        list(iter_jsonl(p))
