@@ -131,8 +131,6 @@ async def test_sync_pipelines_equal_prime_search(corpus: list[Document], convs: 
 
 
 async def _eventually_prepared(component: PrimeRetriever, session_id: str) -> bool:
-    import asyncio
-
     async def has(rt: PredictiveRetriever) -> bool:
         return session_id in rt.cache
 
@@ -144,15 +142,11 @@ async def _eventually_prepared(component: PrimeRetriever, session_id: str) -> bo
 
 
 async def _thread_run(pipeline: Pipeline, data: dict[str, Any]) -> dict[str, Any]:
-    import asyncio
-
     out: dict[str, Any] = await asyncio.to_thread(pipeline.run, data)
     return out
 
 
 async def _thread_call(fn: object, *args: object) -> dict[str, list[HaystackDocument]]:
-    import asyncio
-
     out: dict[str, list[HaystackDocument]] = await asyncio.to_thread(fn, *args)  # type: ignore[arg-type]
     return out
 

@@ -3,6 +3,7 @@ our retriever, gives exactly ``PredictiveRetriever.search`` over prime's own sto
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -101,8 +102,6 @@ async def test_sync_and_async_equal_prime_search(corpus: list[Document], convs: 
 
 
 async def _invoke(r: PrimeLangChainRetriever, query: str) -> list[LangChainDocument]:
-    import asyncio
-
     return await asyncio.to_thread(r.invoke, query)
 
 

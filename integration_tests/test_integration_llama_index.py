@@ -3,6 +3,7 @@ gives exactly ``PredictiveRetriever.search`` over prime's own store of the same 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -11,7 +12,11 @@ from pathlib import Path
 
 import pytest
 from llama_index.core import StorageContext, VectorStoreIndex
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.chat_engine import CondensePlusContextChatEngine
 from llama_index.core.ingestion import IngestionPipeline
+from llama_index.core.llms import MockLLM
+from llama_index.core.memory import ChatMemoryBuffer
 from llama_index.core.retrievers import VectorIndexRetriever
 from llama_index.core.schema import MetadataMode, NodeWithScore
 from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
@@ -109,8 +114,6 @@ async def test_sync_paths_equal_prime_search(sync_index: tuple[VectorStoreIndex,
 
 
 async def _in_thread(fn: object, *args: object) -> list[NodeWithScore]:
-    import asyncio
-
     out: list[NodeWithScore] = await asyncio.to_thread(fn, *args)  # type: ignore[arg-type]
     return out
 
@@ -159,8 +162,6 @@ async def test_stock_metadata_filters_keep_working(sync_index: tuple[VectorStore
 
 def test_memory_turns_and_prepare(sync_index: tuple[VectorStoreIndex, QdrantVectorStore],
                                   convs: list[Conversation], encoder: HFTextEncoder) -> None:
-    from llama_index.core.base.llms.types import ChatMessage, MessageRole
-    from llama_index.core.memory import ChatMemoryBuffer
 
     _, vs = sync_index
     memory = ChatMemoryBuffer.from_defaults()
@@ -181,9 +182,6 @@ def test_memory_turns_and_prepare(sync_index: tuple[VectorStoreIndex, QdrantVect
 
 def test_a_chat_engine_prepares_between_turns(sync_index: tuple[VectorStoreIndex, QdrantVectorStore],
                                               convs: list[Conversation], encoder: HFTextEncoder) -> None:
-    from llama_index.core.chat_engine import CondensePlusContextChatEngine
-    from llama_index.core.llms import MockLLM
-    from llama_index.core.memory import ChatMemoryBuffer
 
     _, vs = sync_index
     memory = ChatMemoryBuffer.from_defaults()
