@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from tqdm.auto import tqdm
 
 from prime_retriever import Document, ScoredDoc, StoreError, StoreUnavailableError
 from prime_retriever.integrations.payload_schema import PayloadSchema, PointId
@@ -232,16 +233,19 @@ class ForeignQdrantStore:
         c = self._client
         out: list[Document] = []
         offset: Any = None
-        while True:
-            page = functools.partial(c.scroll, self.collection, limit=_SCROLL_PAGE, offset=offset, with_payload=True,
-                                     with_vectors=False)
-            points, offset = await self._call("scroll", page)
-            for p in points:
-                doc = self.schema.document(p.id, p.payload or {})
-                self._remember(doc.id)
-                out.append(doc)
-            if offset is None:
-                return out
+        # a large collection takes a while to read whole (progress only on a terminal)
+        with tqdm(desc=f"reading {self.name}", unit="doc", mininterval=2.0, disable=None, leave=False) as bar:
+            while True:
+                page = functools.partial(c.scroll, self.collection, limit=_SCROLL_PAGE, offset=offset,
+                                         with_payload=True, with_vectors=False)
+                points, offset = await self._call("scroll", page)
+                for p in points:
+                    doc = self.schema.document(p.id, p.payload or {})
+                    self._remember(doc.id)
+                    out.append(doc)
+                bar.update(len(points))
+                if offset is None:
+                    return out
 
     async def close(self) -> None:
         """Forget the store; the framework's client stays open (it is the framework's)."""
