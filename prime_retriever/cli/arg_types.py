@@ -51,6 +51,21 @@ def report_path(text: str) -> str:
     return text
 
 
+def output_dir(text: str) -> str:
+    """A directory to write into (created if missing): refused up front when a file stands in its way."""
+    from pathlib import Path
+
+    p = Path(text)
+    if p.exists() and not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is an existing file, not a directory")
+    for parent in p.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{text!r} cannot be created: {parent} is a file")
+            break
+    return text
+
+
 def parse_bool(s: str) -> bool:
     """An argparse type for BOOL flags: 1/true/yes/on or 0/false/no/off; anything else is refused."""
     if s.lower() in ("1", "true", "yes", "on"):

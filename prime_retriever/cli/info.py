@@ -1,4 +1,4 @@
-"""``prime-retriever info CHECKPOINT``: what a checkpoint holds, after verifying it."""
+"""``prime-retriever info CHECKPOINT``: what a checkpoint holds, after the checks that loading it runs."""
 
 from __future__ import annotations
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
 import torch
 
 from prime_retriever.model.checkpoint import load_checkpoint
 from prime_retriever.model.schemas import PredictorInput, PredictorOutput
+from prime_retriever.retrieval.requests import unit_rows
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,8 +23,12 @@ def run_cli(args: argparse.Namespace) -> int:
     data = PredictorInput.model_validate_json(
         sys.stdin.read(), context={"dim": cfg.input_dim, "max_turns": cfg.max_context_length}
     )
-    context = torch.tensor([data.context_embeddings], dtype=torch.float32)  # 1 × N × D
-    query = torch.tensor([data.query_embedding], dtype=torch.float32)  # 1 × D
+    # the API's check of input vectors (search, prepare): unit rows, refused when all-zero; a value near
+    # float32's limit is normalised in float64 rather than overflowing inside the predictor
+    ctx = unit_rows(np.asarray(data.context_embeddings, dtype=np.float64), cfg.input_dim, "context_embeddings")
+    q = unit_rows(np.asarray(data.query_embedding, dtype=np.float64), cfg.input_dim, "query_embedding")
+    context = torch.from_numpy(ctx[None])  # 1 × N × D
+    query = torch.from_numpy(q[None])  # 1 × D
     with torch.inference_mode():
         emb, conf = model.predict_with_confidence(context, query)
     out = PredictorOutput.model_validate(

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from prime_retriever.cli.arg_types import parse_bool
+from prime_retriever.cli.arg_types import output_dir, parse_bool
 from prime_retriever.errors import PrimeError
 from prime_retriever.model.config import PredictorConfig
 from prime_retriever.retrieval.link_graph import LinkExpansion, LinkGraph
@@ -51,7 +51,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", nargs="+", required=True, metavar="FILE",
                         help="dataset files (any format training.data detects; HotpotQA files are pooled)")
     parser.add_argument("--framing", default="first_hop", choices=["first_hop", "multi_hop", "given"])
-    parser.add_argument("--out", required=True, metavar="CKPT", help="checkpoint directory to write")
+    parser.add_argument("--out", required=True, metavar="CKPT", type=output_dir, help="checkpoint directory to write")
     parser.add_argument("--config", metavar="FILE", help="JSON/YAML with 'predictor' and/or 'training' sections")
     parser.add_argument("--corpus", metavar="FILE", help="corpus file for generic JSONL data")
     parser.add_argument("--eval-fraction", type=float, default=0.1, help="held-out share of questions (default 0.1)")

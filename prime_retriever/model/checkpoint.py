@@ -142,7 +142,10 @@ def save_checkpoint(
             f"input_dim={model.config.input_dim} / output_dim={model.config.output_dim}"
         )
     out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # an existing file at or above ``path``, or no permission
+        raise CheckpointError(f"cannot create the checkpoint directory {out}: {e}") from e
     state = {
         k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
         for k, v in model.state_dict().items()
@@ -258,18 +261,11 @@ def _verified_weights(path: str | Path) -> tuple[CheckpointMeta, Path, bytes]:
     return meta, weights, data
 
 
-def verify_checkpoint(path: str | Path) -> CheckpointMeta:
-    """Check that the weights file exists and matches the sha256 recorded in ``meta.json``."""
-    return _verified_weights(path)[0]
-
-
-def load_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> LoadedCheckpoint:
-    """Verify and load a checkpoint; the model is built from ``meta.json`` alone, in eval mode.
-
-    The weights are read once: the bytes whose sha256 was checked are the bytes loaded.
-    """
+def _checked_state(path: str | Path) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
+    """``meta.json`` and the weights' tensors, after every check that loading makes, short of building the model:
+    the sha256, the safetensors format, meta.json against the weights' own header, and each tensor's
+    name and shape against the config (on the meta device: a config asking for huge tensors allocates
+    nothing). The weights are read once: the bytes whose sha256 was checked are the bytes parsed."""
     meta, weights, data = _verified_weights(path)
     try:
         state = load_safetensors(data)
@@ -277,7 +273,7 @@ def load_checkpoint(
         raise CheckpointError(f"{weights} cannot be read as safetensors: {e}") from e
     _check_meta_against_weights(meta, weights, data, state)
     try:
-        with torch.device("meta"):  # shapes only: a config asking for huge tensors allocates nothing here
+        with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in EmbeddingPredictor(meta.config).state_dict().items()}
     except Exception as e:  # e.g. a llama_config that transformers refuses, or one that divides by zero
         raise CheckpointError(f"{weights}: its config does not describe a buildable model: {e!r}") from e
@@ -290,6 +286,22 @@ def load_checkpoint(
             raise CheckpointError(
                 f"{weights}: {name} has shape {tuple(tensor.shape)}, the config expects {expected[name]}"
             )
+    return meta, state
+
+
+def verify_checkpoint(path: str | Path) -> CheckpointMeta:
+    """Run every check :func:`load_checkpoint` runs (sha256, format, meta against weights, shapes); its meta."""
+    return _checked_state(path)[0]
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> LoadedCheckpoint:
+    """Verify and load a checkpoint; the model is built from ``meta.json`` alone, in eval mode.
+
+    The checks are :func:`verify_checkpoint`'s, on the same bytes as the tensors loaded.
+    """
+    meta, state = _checked_state(path)
     model = EmbeddingPredictor(meta.config)  # every tensor it allocates is one the file holds
     target = model.state_dict()
     model.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()})

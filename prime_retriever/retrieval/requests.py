@@ -18,7 +18,7 @@ from prime_retriever.errors import PredictorError
 from prime_retriever.retrieval.results import HitSource
 from prime_retriever.stores.base import MAX_K, ScoredDoc, is_valid_k
 
-__all__ = ["ContextInput", "FloatArray", "Outcome", "QueryInput", "Request", "RequestValidator"]
+__all__ = ["ContextInput", "FloatArray", "Outcome", "QueryInput", "Request", "RequestValidator", "unit_rows"]
 
 FloatArray = npt.NDArray[np.float32]
 #: A conversation: one text, a list of texts (oldest first), or embeddings N × D (or one D vector).
@@ -52,6 +52,34 @@ class Outcome:
     vector: FloatArray = field(repr=False)  # (O,) the vector that was compared/searched
 
 
+def unit_rows(arr: npt.NDArray[Any], dim: int, what: str) -> FloatArray:
+    """``arr`` (... × ``dim``) as float32 unit rows, or a :class:`PredictorError`: the one check of input vectors.
+
+    The store and the predictor work in cosine space. The norm is taken in float64 after scaling by
+    the largest value, so a finite row of any scale (1e-30 or 3e38 per value) gives the unit vector's
+    direction instead of overflowing or underflowing float32. Complex (its imaginary part would be
+    dropped), bool, str and object dtypes are refused, as are NaN, Inf and all-zero rows.
+    """
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        dtype = getattr(arr, "dtype", type(arr).__name__)
+        raise PredictorError(f"{what} must have a real numeric dtype (float or int); got dtype {dtype}")
+    wide = np.asarray(arr, dtype=np.float64)
+    if wide.ndim == 0 or wide.shape[-1:] != (dim,):
+        raise PredictorError(f"{what} must have last dimension {dim}; got shape {wide.shape}")
+    if not np.isfinite(wide).all():
+        raise PredictorError(f"{what} contains NaN or Inf (or values beyond float64)")
+    rows = wide.reshape(-1, dim)  # R × D
+    if rows.shape[0] == 0:
+        raise PredictorError(f"{what} holds no embedding (shape {wide.shape})")
+    peak = np.abs(rows).max(axis=1, keepdims=True)  # R × 1: scale first, the squares of 1e200 overflow float64
+    if (peak == 0).any():
+        raise PredictorError(f"{what} contains an all-zero embedding")
+    scaled = rows / peak
+    unit = scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
+    out: FloatArray = unit.reshape(wide.shape).astype(np.float32)
+    return out
+
+
 class RequestValidator:
     """Validates requests for an encoder of dimension ``dim`` and a predictor that sees ``keep_turns`` turns."""
 
@@ -60,29 +88,7 @@ class RequestValidator:
         self.keep_turns = keep_turns
 
     def _check_vectors(self, arr: npt.NDArray[Any], what: str) -> FloatArray:
-        """``arr`` (... × D) as float32 unit rows: the store and the predictor work in cosine space.
-
-        The norm is taken in float64 so that a finite row of any scale (1e-30 or 3e38 per value)
-        gives the unit vector's direction instead of overflowing or underflowing float32.
-        """
-        if arr.dtype.kind not in "fiu":  # complex would silently lose its imaginary part; bool, str, object: no
-            raise PredictorError(f"{what} must have a real numeric dtype (float or int); got dtype {arr.dtype}")
-        try:
-            wide = np.asarray(arr, dtype=np.float64)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise PredictorError(f"{what} is not a real numeric array (dtype {arr.dtype}): {exc}") from exc
-        if wide.ndim == 0 or wide.shape[-1:] != (self.dim,):
-            raise PredictorError(f"{what} must have last dimension {self.dim}; got shape {wide.shape}")
-        if not np.isfinite(wide).all():
-            raise PredictorError(f"{what} contains NaN or Inf (or values beyond float64)")
-        rows = wide.reshape(-1, self.dim)  # R × D
-        peak = np.abs(rows).max(axis=1, keepdims=True)  # scale first: the squares of 1e200 overflow float64
-        if (peak == 0).any():
-            raise PredictorError(f"{what} contains an all-zero embedding")
-        scaled = rows / peak
-        unit = scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
-        out: FloatArray = unit.reshape(wide.shape).astype(np.float32)
-        return out
+        return unit_rows(arr, self.dim, what)
 
     @staticmethod
     def _check_text(text: str, what: str) -> str:

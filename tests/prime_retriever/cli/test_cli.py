@@ -97,7 +97,9 @@ def test_predict_in_process(ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys:
     assert main(["predict", "--checkpoint", str(ckpt)]) == 0
     out = json.loads(capsys.readouterr().out)
     model = load_checkpoint(ckpt).model
-    expected = model(torch.tensor([payload["context_embeddings"]]), torch.tensor([payload["query_embedding"]]))
+    ctx, q = torch.tensor([payload["context_embeddings"]]), torch.tensor([payload["query_embedding"]])
+    # the vectors reach the model as unit rows, as search() sends them
+    expected = model(ctx / ctx.norm(dim=-1, keepdim=True), q / q.norm(dim=-1, keepdim=True))
     assert torch.allclose(torch.tensor(out["predicted_embedding"]), expected[0], atol=1e-6)
 
 
