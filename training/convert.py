@@ -26,13 +26,14 @@ from training.data import (
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of the ``convert`` subcommand."""
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="dataset files (or an MS MARCO directory)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="dataset files (or an MS MARCO or DSTC11 directory)")
     parser.add_argument("--framing", required=True, choices=FRAMINGS)
     parser.add_argument("--out-examples", required=True, type=Path, help="examples JSONL to write")
     parser.add_argument("--out-corpus", required=True, type=Path, help="corpus JSONL to write")
     parser.add_argument("--sentence-turns", action="store_true",
                         help="multi_hop: give the known paragraph as one turn per sentence")
-    parser.add_argument("--corpus", type=Path, default=None, help="corpus file of a generic/HippoRAG input")
+    parser.add_argument("--corpus", type=Path, default=None, 
+                        help="corpus file of a generic/HippoRAG input (OR-ShARC: its id2snippet.json)")
     parser.add_argument("--split", default="dev", help="MS MARCO split (default: dev)")
     parser.add_argument("--extended", action="store_true",
                         help="also write framing, source, group_id and exclude_ids (scope is always written when set)")

@@ -5,6 +5,8 @@ Supported inputs (detected from the path and the first record):
 * a directory holding ``collection.tsv`` → MS MARCO (``queries.dev.tsv`` + ``qrels.dev.tsv``; ``split`` option);
 * ``*.csv.zip`` / ``*.csv`` with Doc2Dial columns → Doc2Dial;
 * a zip of LoCoMo conversation JSON files → LoCoMo;
+* a directory holding ``knowledge.json`` + ``val_logs.json``, or a ``<split>_logs.json`` → DSTC11 Track 5;
+* ``open_retrieval_sharc_*.json`` (JSON Lines beside ``id2snippet.json``) → OR-ShARC;
 * ``*.jsonl.gz`` NQ-open oracle records → NQ-open;
 * a generic examples JSONL (``positive_ids`` key) → generic (corpus: ``corpus_path`` option, default
   the sibling file ``<stem>.corpus.jsonl`` or ``corpus.jsonl``);
@@ -25,6 +27,7 @@ from typing import Any
 from prime_retriever.errors import DataError
 from prime_retriever.text.jsonl import iter_jsonl
 from training.data.doc2dial import load_doc2dial
+from training.data.dstc11 import load_dstc11
 from training.data.examples import FRAMINGS, Dataset
 from training.data.generic import read_generic
 from training.data.hotpotqa import detect_format, load_hotpotqa
@@ -33,8 +36,10 @@ from training.data.locomo import load_locomo
 from training.data.msmarco import load_msmarco_dir
 from training.data.musique import load_musique
 from training.data.nq_open import load_nq_open
+from training.data.orsharc import is_orsharc_name, load_orsharc
 
-FORMAT_NAMES = ("msmarco", "doc2dial", "locomo", "nq_open", "generic", "musique", "hotpotqa")
+FORMAT_NAMES = ("msmarco", "doc2dial", "locomo", "dstc11", "orsharc", "nq_open", "generic", "musique", "hotpotqa")
+GIVEN_ONLY = ("msmarco", "doc2dial", "locomo", "dstc11", "orsharc", "nq_open")
 
 
 def data_dir() -> Path:
@@ -58,10 +63,17 @@ def detect(path: str | Path) -> str:
     if p.is_dir():
         if (p / "collection.tsv").exists():
             return "msmarco"
-        raise DataError(f"{p}: a directory is only supported for MS MARCO (collection.tsv)")
+        if (p / "knowledge.json").exists() and (p / "val_logs.json").exists():
+            return "dstc11"
+        raise DataError(f"{p}: a directory is only supported for MS MARCO (collection.tsv) and DSTC11 "
+                        "(knowledge.json + val_logs.json)")
     if not p.exists():
         raise DataError(f"{p}: no such file")
     name = p.name.lower()
+    if name.endswith("_logs.json") and (p.parent / "knowledge.json").exists():
+        return "dstc11"
+    if is_orsharc_name(p):
+        return "orsharc"
     if name.endswith(".csv") or name.endswith(".csv.zip"):
         return "doc2dial"
     if name.endswith(".zip"):
@@ -96,14 +108,14 @@ def load_dataset(path: str | Path, framing: str, *, sentence_turns: bool = False
     """Load any supported dataset under ``framing`` (``first_hop``, ``multi_hop`` or ``given``).
 
     ``sentence_turns`` applies to multi_hop HotpotQA/MuSiQue, ``corpus_path`` to HotpotQA
-    (HippoRAG corpus), MuSiQue and generic files, ``split`` to MS MARCO. A framing the dataset
-    cannot express raises :class:`DataError`.
+    (HippoRAG corpus), MuSiQue, OR-ShARC (the snippet file) and generic files, ``split`` to MS MARCO. A
+    framing the dataset cannot express raises :class:`DataError`.
     """
     if framing not in FRAMINGS:
         raise DataError(f"unknown framing {framing!r} (expected one of {FRAMINGS})")
     p = Path(path)
     fmt = detect(p)
-    if fmt in ("msmarco", "doc2dial", "locomo", "nq_open") and framing != "given":
+    if fmt in GIVEN_ONLY and framing != "given":
         raise DataError(f"{p}: {fmt} supports only the 'given' framing, not {framing!r}")
     if fmt == "msmarco":
         return load_msmarco_dir(p, split)
@@ -111,6 +123,10 @@ def load_dataset(path: str | Path, framing: str, *, sentence_turns: bool = False
         return load_doc2dial(p)
     if fmt == "locomo":
         return load_locomo(p)
+    if fmt == "dstc11":
+        return load_dstc11(p)
+    if fmt == "orsharc":
+        return load_orsharc(p, snippets_path=corpus_path)
     if fmt == "nq_open":
         return load_nq_open(p)
     if fmt == "generic":
