@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from prime_retriever.errors import DataError
@@ -160,3 +162,25 @@ async def test_bench_searches_a_scoped_question_within_its_scope_for_every_metho
             assert {scope_of[d] for d in ranked} == {ex.scope}, name
             # the whole scope is ranked (k = 100 > its size), and nothing else
             assert len(ranked) == sum(s == ex.scope for s in scope_of.values()), name
+
+
+def test_files_suite_reads_generic_examples_against_the_corpus_files_given(tmp_path: Path) -> None:
+    """Issue 30: the README's ``bench --train e_train.jsonl --eval e_eval.jsonl --corpus docs.jsonl`` with no
+    ``corpus.jsonl`` beside the examples (it failed: "generic examples need a corpus file")."""
+    import json
+
+    from training.bench.suite import files_suite
+
+    data, elsewhere = tmp_path / "examples", tmp_path / "docs"
+    data.mkdir()
+    elsewhere.mkdir()
+    docs = elsewhere / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": f"d{i}", "text": f"document {i}"}) + "\n" for i in range(4)))
+    for name, rng in (("e_train.jsonl", range(0, 3)), ("e_eval.jsonl", range(3, 4))):
+        (data / name).write_text("".join(json.dumps(
+            {"id": f"q{i}", "context": [f"turn {i}"], "query": f"question {i}", "positive_ids": [f"d{i}"]}
+        ) + "\n" for i in rng))
+    suite = files_suite([data / "e_train.jsonl"], [data / "e_eval.jsonl"], [docs])
+    assert [ex.id for ex in suite.train] == ["q0", "q1", "q2"]
+    assert [ex.id for ex in suite.eval["given"]] == ["q3"]
+    assert sorted(suite.corpus) == ["d0", "d1", "d2", "d3"]

@@ -46,6 +46,7 @@ from training.data import (
     split_examples,
 )
 from training.data.examples import pool_documents, rename_documents
+from training.data.generic import read_examples
 from training.data.splits import bucket
 
 MULTI_HOP_FORMATS = ("hotpotqa", "musique")
@@ -226,10 +227,17 @@ def files_suite(
     framings: Sequence[str] | None = None,
     limit: int | None = None,
 ) -> BenchSuite:
-    """A suite from user files: every train file in every framing it supports, eval files in ``framings``."""
+    """A suite from user files: every train file in every framing it supports, eval files in ``framings``.
+
+    The ``corpus_files`` are read first: a generic examples file is read against them when there are
+    any (without them, against the ``corpus.jsonl`` beside it, as :func:`load_dataset` does).
+    """
     train: list[Example] = []
     evals: dict[str, list[Example]] = {}
-    corpus: dict[str, Document] = {}
+    given: dict[str, Document] = {}
+    for path in corpus_files:
+        pool_documents(given, read_corpus(path), path.name)
+    corpus: dict[str, Document] = dict(given)
     sources: dict[str, dict[str, int]] = {}
     eval_dataset: dict[str, str] = {}
     for role, files in (("train", train_files), ("eval", eval_files)):
@@ -237,7 +245,10 @@ def files_suite(
             for framing in _framings_of(path):
                 if role == "eval" and framings is not None and framing not in framings:
                     continue
-                ds = load_dataset(path, framing)
+                if given and detect(path) == "generic":
+                    ds = Dataset(path.stem, read_examples(path, given, framing=framing, source=path.stem), given)
+                else:
+                    ds = load_dataset(path, framing)
                 renames = pool_documents(corpus, ds.corpus, path.name)
                 examples = rename_documents(_limit_groups(ds.examples, limit, str(path)), renames)
                 if role == "train":
@@ -247,8 +258,6 @@ def files_suite(
                     eval_dataset.update((ex.id, path.name) for ex in examples)
                 sources.setdefault(path.name, {}).setdefault(role, 0)
                 sources[path.name][role] += len(examples)
-    for path in corpus_files:
-        pool_documents(corpus, read_corpus(path), path.name)
     if not evals:
         raise DataError("no evaluation examples: check --eval and --framing")
     suite = BenchSuite(train=train, eval=evals, corpus=corpus, sources=sources, eval_dataset=eval_dataset)
