@@ -35,6 +35,8 @@ __all__ = [
     "TextEncoder",
     "check_encoder_dims",
     "default_encoder_path",
+    "model_name_of",
+    "weights_fingerprint",
 ]
 
 #: Cap on the number of tokens per text when the model does not say (sentence-transformers' default
@@ -116,7 +118,7 @@ _HUB_ID_IN_README = re.compile(
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
 
 
-def _weights_fingerprint(path: Path) -> str:
+def weights_fingerprint(path: Path) -> str:
     """The first 12 hex digits of the sha256 of the folder's weight files (every byte: a fine-tuned copy
     differs a little everywhere), or ``""`` when it has none we know."""
     digest = hashlib.sha256()
@@ -132,7 +134,7 @@ def _weights_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:12] if found else ""
 
 
-def _model_name(path: Path | None, model: str) -> str:
+def model_name_of(path: Path | None, model: str) -> str:
     """A stable name for the model: its hub id from the README if it names one, else the folder name
     with a fingerprint of its weights.
 
@@ -155,7 +157,7 @@ def _model_name(path: Path | None, model: str) -> str:
         base = f"{path.parent.name}/{path.name}"
     else:
         base = path.name
-    fingerprint = _weights_fingerprint(path)
+    fingerprint = weights_fingerprint(path)
     return f"{base}@{fingerprint}" if fingerprint else base
 
 
@@ -233,7 +235,7 @@ class HFTextEncoder:
         if not isinstance(hidden, int) or hidden <= 0:
             raise EncoderError(f"encoder model {model_ref!r} has no usable config.hidden_size ({hidden!r})")
         self._dim: int = hidden
-        self._name: str = name if name is not None else _model_name(path, model_ref)
+        self._name: str = name if name is not None else model_name_of(path, model_ref)
         tokenizer_max = int(getattr(self._tokenizer, "model_max_length", DEFAULT_MAX_LENGTH) or 0)
         if tokenizer_max <= 0 or tokenizer_max > 1_000_000:  # "unbounded" sentinel in transformers
             tokenizer_max = DEFAULT_MAX_LENGTH
@@ -256,6 +258,16 @@ class HFTextEncoder:
     def name(self) -> str:
         """Stable model identifier, e.g. ``"sentence-transformers/all-MiniLM-L6-v2"``."""
         return self._name
+
+    @property
+    def model_name(self) -> str:
+        """The model alone (for this eager path, the same as :attr:`name`)."""
+        return self._name
+
+    @property
+    def backend(self) -> str:
+        """``"torch-fp32"``: transformers, fp32, eager (the reference the fast paths are checked against)."""
+        return "torch-fp32"
 
     @property
     def dim(self) -> int:
