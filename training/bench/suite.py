@@ -290,3 +290,18 @@ def msmarco_suite(directory: Path, *, limit: int | None = None, eval_fraction: f
     )
     suite.check()
     return suite
+
+
+def assemble_suite(
+    named: Sequence[tuple[str, Sequence[Dataset]]],
+    *,
+    eval_only: Sequence[str] = (),
+    train_only: Sequence[str] = (),
+    limit: int | None = None,
+    eval_fraction: float = 0.35,
+    max_given_eval: int | None = 600,
+) -> BenchSuite:
+    """A suite from named, already loaded datasets: ``eval_only`` ones evaluated only (their documents not even
+    negatives), ``train_only`` ones trained on whole, the rest split by group (the leave-one-out protocol's builder)."""
+    return _assemble(named, eval_only=eval_only, train_only=train_only, limit=limit, eval_fraction=eval_fraction,
+                     max_given_eval=max_given_eval)
