@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from prime_retriever.text.documents import Document, scope_filter
 from prime_retriever.text.embedding_cache import CachedEncoder
 from prime_retriever.text.encoders import HFTextEncoder
 from training.bench.adapter import LinearAdapter, load_adapter, save_adapter, train_adapter
+from training.bench.own_store import refuse_foreign_store, remove_own_store
 from training.bench.recipe import Recipe, train_with_recipe
 from training.bench.report import markdown_table, plot_recall, write_json
 from training.bench.suite import BenchSuite
@@ -195,6 +195,8 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions) -> dict[str, Any]:
     """Train or load, index, evaluate every framing; write report.json and recall_at_k.png under ``opts.out``."""
     t_start = time.perf_counter()
     out = opts.out
+    if opts.store in ("local", "edge"):
+        refuse_foreign_store(out / "store", opts.store)  # before any work: OUT/store is rebuilt only if it is ours
     out.mkdir(parents=True, exist_ok=True)
     encoder = CachedEncoder(HFTextEncoder())
     if opts.checkpoint is not None:
@@ -248,9 +250,9 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions) -> dict[str, Any]:
     fingerprint = _corpus_fingerprint(docs)
     owned = opts.store in ("local", "edge")  # OUT/store is the benchmark's own: rebuilt when the corpus changed
     if owned and store_path.exists() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
-        print(f"{store_path} holds another corpus (an earlier run's): rebuilding it")
+        remove_own_store(store_path, opts.store)  # a folder the benchmark did not build is refused, not deleted
+        print(f"{store_path} held another corpus (an earlier run's): rebuilding it")
         stamp.unlink(missing_ok=True)
-        shutil.rmtree(store_path)
     store = open_store(opts.store, path=store_path)
     backend = make_backend(model, opts.backend)
     expansion = LinkExpansion.for_config(model.config, graph)
