@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prime_retriever.cli.arg_types import parse_bool
+from training.bench.leave_one_out_names import LOO_DATASETS
 from training.bench.recipe import Recipe
 from training.bench.suite import UNSEEN_CHOICES
 
@@ -39,6 +40,14 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--framing", choices=FRAMING_CHOICES, default="all")
     src.add_argument("--limit", type=int, help="keep the first N questions/dialogues of each dataset")
     src.add_argument("--eval-fraction", type=float, default=0.35, help="held-out share with --preset / msmarco")
+    loo = parser.add_argument_group("leave-one-out (docs/generalisation.md)")
+    loo.add_argument("--leave-one-out", action="store_true",
+                     help="train once per shipped dataset with it left out entirely, evaluate on it (the matrix)")
+    loo.add_argument("--quick", action="store_true", help="with --leave-one-out: a reduced run (minutes)")
+    loo.add_argument("--loo-datasets", nargs="+", choices=LOO_DATASETS, help="the datasets to leave out in turn")
+    loo.add_argument("--max-eval", type=int, help="eval items per framing of the left-out dataset (default 600)")
+    loo.add_argument("--foreign-history", type=float, default=0.0,
+                     help="share of conversational train rows copied with another conversation's earlier turns")
     run = parser.add_argument_group("run")
     run.add_argument("--checkpoint", type=Path, help="skip training: a checkpoint (an adapter/ beside it is reused)")
     run.add_argument("--store", default="edge", help="local | edge | http(s)://server (default: edge, embedded)")
@@ -84,6 +93,13 @@ def _suite(args: argparse.Namespace) -> BenchSuite:
 def run_cli(args: argparse.Namespace) -> int:
     from training.bench.runner import BenchOptions, run
 
+    if args.leave_one_out:
+        from training.bench.leave_one_out import options_from_args, run_leave_one_out
+        from training.data import data_dir
+
+        loo_overrides = {f.name: getattr(args, f.name) for f in fields(Recipe) if getattr(args, f.name) is not None}
+        run_leave_one_out(data_dir(), options_from_args(args, loo_overrides))
+        return 0
     suite = _suite(args)
     if args.checkpoint is None and not suite.train:
         raise SystemExit("no training examples: give --train FILE... or --checkpoint CKPT")
