@@ -226,14 +226,21 @@ async def run_leave_one_out_async(data_dir: Path, opts: LeaveOneOutOptions) -> d
             print(f"\n=== without {d}: {len(s.train)} train examples, eval "
                   f"{', '.join(f'{f}: {len(v)}' for f, v in s.eval.items())}")
             runs.append(await _run_one(d, s, opts, encoder, enc_corpus, graph, store))
+            report = _report(runs, opts, len(first.corpus), encoder.name, store.name, t_shared, t_start)
+            write_reports(report, opts.out)  # after every run: a long protocol's finished rows are never lost
     finally:
         await store.close()
-    report = {"runs": runs, "corpus_size": len(first.corpus), "encoder": encoder.name, "store": store.name,
-              "recipe": opts.recipe.describe(), "limit": opts.limit, "max_eval": opts.max_eval, "seed": opts.seed,
-              "foreign_history": opts.foreign_history, "blend_alphas": list(opts.blend_alphas),
-              "seconds": {"shared": t_shared, "total": time.perf_counter() - t_start}}
+    report = _report(runs, opts, len(first.corpus), encoder.name, store.name, t_shared, t_start)
     print(write_reports(report, opts.out))
     return report
+
+
+def _report(runs: list[dict[str, Any]], opts: LeaveOneOutOptions, corpus_size: int, encoder: str, store: str,
+            t_shared: float, t_start: float) -> dict[str, Any]:
+    return {"runs": runs, "corpus_size": corpus_size, "encoder": encoder, "store": store,
+            "recipe": opts.recipe.describe(), "limit": opts.limit, "max_eval": opts.max_eval, "seed": opts.seed,
+            "foreign_history": opts.foreign_history, "blend_alphas": list(opts.blend_alphas),
+            "seconds": {"shared": t_shared, "total": time.perf_counter() - t_start}}
 
 
 def run_leave_one_out(data_dir: Path, opts: LeaveOneOutOptions) -> dict[str, Any]:
