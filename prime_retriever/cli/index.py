@@ -20,7 +20,8 @@ from prime_retriever.retrieval.indexing import IndexReport, index_documents
 from prime_retriever.stores.open import open_store
 from prime_retriever.text.corpus import read_corpus_jsonl
 from prime_retriever.text.embedding_cache import CachedEncoder, EmbeddingCache
-from prime_retriever.text.encoders import HFTextEncoder, TextEncoder
+from prime_retriever.text.encoders import TextEncoder
+from prime_retriever.text.fast_encoder import load_encoder
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +32,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path", default=None, help="directory of a local or edge store (required for them)")
     parser.add_argument("--collection", default="prime_docs", help="collection name (Qdrant local/server)")
     parser.add_argument("--api-key", default=os.environ.get("QDRANT_API_KEY"), help="server API key")
-    parser.add_argument("--encoder", default=None, help="encoder model folder (default: the bundled MiniLM)")
+    parser.add_argument("--encoder", default=None,
+                        help="fast (default: the bundled MiniLM on its fastest path within cosine 0.995 of fp32), "
+                             "eager, onnx-fp32, onnx-int8, bge-small-en-v1.5, e5-small-v2 or a model folder")
     parser.add_argument("--cache-dir", default=None, help="embedding cache directory (default: the user cache)")
     parser.add_argument("--no-cache", action="store_true", help="do not cache embeddings on disk")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="documents per encode+upsert step")
@@ -58,7 +61,7 @@ async def _run(args: argparse.Namespace) -> IndexReport:
     # everything that can fail on bad input fails before the store is created
     spec = _store_spec(args)
     docs = read_corpus_jsonl(args.corpus)
-    encoder: TextEncoder = HFTextEncoder(args.encoder)
+    encoder: TextEncoder = load_encoder(args.encoder)
     if not args.no_cache:
         encoder = CachedEncoder(encoder, EmbeddingCache(args.cache_dir))
     store = open_store(spec, path=args.path, collection=args.collection, api_key=args.api_key)

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-onnx": ("prime_retriever.cli.export_onnx", "Export a checkpoint to ONNX."),
     "bench-latency": ("training.bench.latency", "Predictor latency of every inference path."),
     "bench-retriever": ("training.bench.serving", "Search latency, micro-batching and cache figures."),
+    "bench-encoder": ("prime_retriever.cli.bench_encoder", "Every text-encoder path: speed, cosine, retrieval."),
     "convert": ("training.convert", "Write a supported dataset in the generic JSONL format."),
     "train": ("prime_retriever.cli.train", "Train a predictor and save a checkpoint."),
     "bench": ("training.bench", "End-to-end retrieval benchmark against the baselines."),

@@ -50,7 +50,8 @@ from prime_retriever.stores.open import open_store
 from prime_retriever.stores.retry import RetryPolicy, call_store
 from prime_retriever.text.corpus import read_corpus_jsonl
 from prime_retriever.text.documents import Document
-from prime_retriever.text.encoders import HFTextEncoder, TextEncoder, check_encoder_dims
+from prime_retriever.text.encoders import TextEncoder, check_encoder_dims
+from prime_retriever.text.fast_encoder import load_encoder
 
 __all__ = ["PredictiveRetriever"]
 
@@ -185,18 +186,22 @@ class PredictiveRetriever:
             checkpoint: a checkpoint directory; ``None`` builds a random-init small residual
                 predictor (it reproduces the query-embedding baseline) and warns.
             store: a store spec (see :func:`open_store`) or a ready :class:`VectorStore`.
-            encoder: a :class:`TextEncoder`, a model folder, or ``None`` for the bundled MiniLM.
+            encoder: a :class:`TextEncoder`, or a spec of
+                :func:`~prime_retriever.text.fast_encoder.load_encoder`: ``None``/``"fast"`` (the bundled
+                MiniLM on the fastest path that agrees with fp32 eager), ``"eager"``, ``"onnx-int8"``, a
+                packaged model (``"bge-small-en-v1.5"``) or a model folder (on its fast path).
             backend: ``"eager"``, ``"fast"``/``"compiled"``, ``"onnx"``, or a ready backend.
             links: the corpus's :class:`~prime_retriever.retrieval.link_graph.LinkGraph` (or its JSON file),
                 for a checkpoint trained with link expansion (``link_candidates`` > 0 in its config).
             options: keyword arguments of :class:`PredictiveRetriever`.
         """
-        enc: TextEncoder = encoder if encoder is not None and not isinstance(encoder, str) else HFTextEncoder(encoder)
+        enc: TextEncoder = encoder if encoder is not None and not isinstance(encoder, str) else load_encoder(encoder)
         calibration: ScoreConfidence | None = None
         if isinstance(backend, str):
             if checkpoint is not None:
                 loaded = load_checkpoint(Path(checkpoint), device=device)
-                if loaded.meta.encoder is not None and loaded.meta.encoder.name != enc.name:
+                model_name = str(getattr(enc, "model_name", enc.name))  # the model, whatever path runs it
+                if loaded.meta.encoder is not None and loaded.meta.encoder.name not in (enc.name, model_name):
                     _log.warning(
                         "checkpoint %s was trained with encoder %r, the retriever uses %r",
                         checkpoint, loaded.meta.encoder.name, enc.name,

@@ -72,7 +72,7 @@ class RuntimeOptions:
     """onnxruntime session and batching settings."""
 
     intra_op_threads: int | None = None  # None: every core
-    max_batch_tokens: int = 8192  # padded tokens per forward (rows × longest row)
+    max_batch_tokens: int = 1024  # padded tokens per forward (rows × longest row): small batches stay in cache
     optimize: bool = True  # ORT_ENABLE_ALL (fuses attention, GELU, LayerNorm on load)
 
 

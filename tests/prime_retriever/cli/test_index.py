@@ -32,14 +32,14 @@ def test_index_cli(
     docs = hotpot_sample().docs[:25]
     corpus = tmp_path / "corpus.jsonl"
     _write_corpus(corpus, docs)
-    # the CLI builds its encoder with HFTextEncoder(): hand it the already-loaded one
+    # the CLI builds its encoder with load_encoder() (encoder="fast"): hand it the already-loaded one
     asked: list[str | None] = []
 
     def loaded_encoder(model: str | None = None) -> HFTextEncoder:
         asked.append(model)  # what the command asked for: the bundled model unless --encoder says
         return shared_encoder()
 
-    monkeypatch.setattr(index_cli, "HFTextEncoder", loaded_encoder)
+    monkeypatch.setattr(index_cli, "load_encoder", loaded_encoder)
     argv = [
         "index",
         "--corpus",
