@@ -23,6 +23,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paths", default="eager,onnx-fp32,onnx-int8,bge-small-en-v1.5,e5-small-v2",
                         help="comma-separated encoder paths")
     parser.add_argument("--quick", action="store_true", help="600 paragraphs, 150 questions (a few minutes)")
+    parser.add_argument("--files", default="",
+                        help="comma-separated HotpotQA files under hotpotqa/ (default: every file, pooled), "
+                             "e.g. hipporag_train100.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=report_path, default=None, help="also write the figures to this JSON file")
 
@@ -44,6 +47,7 @@ def run_cli(args: argparse.Namespace) -> int:
         links=links if links.is_file() else None,
         paths=tuple(p.strip() for p in args.paths.split(",") if p.strip()),
         seed=args.seed,
+        files=tuple(f.strip() for f in args.files.split(",") if f.strip()),
     )
     results = run_encoder_bench(opts)
     print()

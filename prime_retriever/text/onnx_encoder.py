@@ -191,7 +191,8 @@ class OnnxTextEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool | None = None) -> FloatMatrix:
         """Encode documents/turns (with ``passage_prefix``) into unit float32 rows, shape ``(len(texts), dim)``.
 
-        ``batch_size`` caps the texts of one forward; the token budget packs the batches.
+        ``batch_size`` caps the texts of one forward (int8 graphs: one, see below); the token budget
+        packs the batches.
 
         Raises:
             EncoderError: bad input or a failure inside onnxruntime.
@@ -222,7 +223,11 @@ class OnnxTextEncoder:
         try:
             encodings = self._tokenizer.encode_batch([prefix + t for t in items] if prefix else items)
             ids = [e.ids for e in encodings]
-            batches = token_batches([len(x) for x in ids], self.runtime.max_batch_tokens, batch_size)
+            # int8 graphs quantise activations per tensor, with a scale from the whole batch (padding
+            # included): a text's embedding would depend on its batch-mates. One text per forward keeps it a
+            # function of the text alone (a PREPAREd turn embeds as it would in the search), at little cost
+            per_text = 1 if "int8" in self.identity.backend else batch_size
+            batches = token_batches([len(x) for x in ids], self.runtime.max_batch_tokens, per_text)
             for idx in tqdm(batches, desc=f"encoding ({self.name})", disable=not show_progress):
                 out[idx] = self._forward([ids[i] for i in idx])
         except EncoderError:

@@ -39,6 +39,7 @@ class EncoderBenchOptions:
     links: Path | None = None
     paths: tuple[str, ...] = ("eager", "onnx-fp32", "onnx-int8", "bge-small-en-v1.5", "e5-small-v2")
     seed: int = 0
+    files: tuple[str, ...] = ()  # HotpotQA files under hotpotqa/ to read (default: all of them, pooled)
 
 
 @dataclass
@@ -48,15 +49,18 @@ class FirstHopSet:
     gold: list[set[str]]
 
 
-def load_first_hop(data_dir: Path, n_docs: int, n_questions: int, seed: int) -> FirstHopSet:
+def load_first_hop(data_dir: Path, n_docs: int, n_questions: int, seed: int,
+                   files: Sequence[str] = ()) -> FirstHopSet:
     """``n_questions`` first_hop questions drawn at random, and a corpus of their paragraphs (gold and
-    distractors) topped up with other paragraphs, or cut (never a gold one), to ``n_docs``."""
+    distractors) topped up with other paragraphs, or cut (never a gold one), to ``n_docs``; ``files``
+    (names under ``hotpotqa/``) replaces the pool of every HotpotQA file."""
     from training.data.examples import FIRST_HOP
     from training.data.hotpotqa import hotpotqa_files, load_hotpotqa_pool
 
     if not (data_dir / "hotpotqa").is_dir():
         raise DataError(f"no hotpotqa/ under {data_dir}; set PRIME_DATA_DIR")
-    ds = load_hotpotqa_pool(hotpotqa_files(data_dir), FIRST_HOP)
+    paths = [data_dir / "hotpotqa" / f for f in files] if files else hotpotqa_files(data_dir)
+    ds = load_hotpotqa_pool(paths, FIRST_HOP)
     rng = random.Random(seed)
     examples = [e for e in ds.examples if all(p in ds.corpus for p in e.positive_ids)]
     rng.shuffle(examples)
@@ -140,7 +144,7 @@ def run_encoder_bench(opts: EncoderBenchOptions) -> dict[str, Any]:
     from prime_retriever.errors import EncoderError
     from prime_retriever.text.fast_encoder import choose_fast, cosine_scores
 
-    data = load_first_hop(opts.data_dir, opts.docs, opts.questions, opts.seed)
+    data = load_first_hop(opts.data_dir, opts.docs, opts.questions, opts.seed, opts.files)
     texts = [d.encoding_text for d in data.docs]
     ids = [d.id for d in data.docs]
     model = expansion = None

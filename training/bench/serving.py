@@ -9,7 +9,9 @@ so only the first run pays for encoding them.
 Figures printed:
 
 * p50/p95 latency of one ``search`` at a time, Qdrant local mode and Qdrant Edge (inputs given as
-  embeddings, so the figure is predictor + store; plus one row with text inputs, MiniLM included);
+  embeddings, so the figure is predictor + store; plus rows with text inputs, the encoder included
+  (``--encoder``, default ``fast``), its share of the search, and a text-in search after
+  ``prepare(session, context)`` against the same search without it);
 * throughput with 64 concurrent callers, micro-batching on and off, and their ratio;
 * latency of a search served by the PREPARE cache against one that misses it;
 * the cache hit rate on the multi_hop framing: ``prepare(session, [question, first gold paragraph])``
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from prime_retriever.backends.inference import PredictorBackend
     from prime_retriever.retrieval.retriever import PredictiveRetriever
     from prime_retriever.stores.base import VectorStore
+    from prime_retriever.text.encoders import TextEncoder
 
 __all__ = ["BenchQuery", "add_cli_arguments", "load_hotpotqa_bench", "run_cli"]
 
@@ -108,6 +111,55 @@ async def _throughput(callers: int, total: int, call: Callable[[int], Awaitable[
     return total / (time.perf_counter() - t0)
 
 
+async def _text_rows(make: Callable[..., PredictiveRetriever], raw: TextEncoder, queries: Sequence[BenchQuery],
+                     n: int, k: int) -> dict[str, Any]:
+    """Text-in figures: a search with texts in (no text cache: every text encoded), the encoder's share of
+    it, and a search after ``prepare(session, [given paragraph])`` against the same search without it."""
+    plain = make(True, text_cache_size=0)
+    await plain.warmup()
+
+    async def text_call(i: int) -> Any:
+        q = queries[(i + 7) % len(queries)]
+        return await plain.search([q.question, q.given.encoding_text], q.question, k=k)
+
+    tl = await _latencies(n, text_call)
+    enc: list[float] = []
+    for i in range(n):
+        q = queries[(i + 7) % len(queries)]
+        t0 = time.perf_counter()
+        raw.encode([q.question, q.given.encoding_text], show_progress=False)
+        enc.append(time.perf_counter() - t0)
+    await plain.close()
+    fresh, prepared = make(True), make(True)  # each with its own (empty) in-memory text cache
+    await fresh.warmup()
+    await prepared.warmup()
+    no_prep: list[float] = []
+    after: list[float] = []
+    same = 0
+    hits = 0
+    for i in range(n):
+        q = queries[(i + 11) % len(queries)]
+        ctx = [q.given.encoding_text]
+        t0 = time.perf_counter()
+        want = await fresh.search(ctx, q.question, k=k)
+        no_prep.append(time.perf_counter() - t0)
+        await prepared.prepare(f"p{i}", ctx)
+        t0 = time.perf_counter()
+        got = await prepared.search(ctx, q.question, k=k, session_id=f"p{i}")
+        after.append(time.perf_counter() - t0)
+        hits += got.source == "cache"
+        same += got.source != "cache" and [h.doc_id for h in got] == [h.doc_id for h in want]
+    await fresh.close()
+    await prepared.close()
+    return {
+        "search_text_p50_s": _pct(tl, 50), "search_text_p95_s": _pct(tl, 95),
+        "encoder_text_p50_s": _pct(enc, 50), "encoder_share": _pct(enc, 50) / max(_pct(tl, 50), 1e-12),
+        "text_no_prepare_p50_s": _pct(no_prep, 50), "text_after_prepare_p50_s": _pct(after, 50),
+        "text_after_prepare_hits": hits, "text_after_prepare_misses": n - hits,
+        "text_after_prepare_misses_identical": same,
+    }
+
+
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     from prime_retriever.backends.factory import make_backend
     from prime_retriever.model.random_predictor import random_predictor
@@ -117,7 +169,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     from prime_retriever.stores.edge import EdgeStore
     from prime_retriever.stores.qdrant import QdrantStore
     from prime_retriever.text.embedding_cache import CachedEncoder, EmbeddingCache
-    from prime_retriever.text.encoders import HFTextEncoder
+    from prime_retriever.text.fast_encoder import load_encoder
 
     t_start = time.perf_counter()
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
@@ -131,7 +183,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     queries = queries[: args.queries]
     if not queries:
         raise DataError("no multi_hop query has both gold paragraphs in the corpus")
-    raw = HFTextEncoder()
+    raw = load_encoder(args.encoder)
     encoder = CachedEncoder(raw, EmbeddingCache(args.cache_dir))
     texts = [d.encoding_text for d in docs]
     print(f"corpus: {len(docs)} paragraphs ({reader}); {len(queries)} multi_hop queries", flush=True)
@@ -163,7 +215,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     contexts = [np.stack([q_emb[i], g_emb[i]]) for i in range(len(queries))]  # Q × (2 × D)
 
     tmp = tempfile.TemporaryDirectory(prefix="prime-bench-")
-    results: dict[str, Any] = {"corpus": len(docs), "queries": len(queries), "predictor": predictor_desc}
+    results: dict[str, Any] = {"corpus": len(docs), "queries": len(queries), "predictor": predictor_desc,
+                               "encoder": raw.name}
     stores: dict[str, Callable[[], VectorStore]] = {
         "local": lambda: QdrantStore("bench", location=":memory:"),
         "edge": lambda: EdgeStore(Path(tmp.name) / "edge"),
@@ -200,13 +253,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
                 "baseline_p50_s": _pct(base, 50), "baseline_p95_s": _pct(base, 95),
                 "search_unbatched_p50_s": _pct(solo, 50), "search_unbatched_p95_s": _pct(solo, 95),
             }
-            if kind == "local":
-                async def text_call(i: int, rr: PredictiveRetriever = r) -> Any:
-                    q = queries[(i + 7) % len(queries)]
-                    return await rr.search([q.question, q.given.encoding_text], q.question, k=args.k)
-
-                tl = await _latencies(min(50, n_lat), text_call)
-                res["search_text_p50_s"], res["search_text_p95_s"] = _pct(tl, 50), _pct(tl, 95)
+            res.update(await _text_rows(retriever, raw, queries, min(50, n_lat), args.k))
             # throughput, 64 concurrent callers, batching on / off
             for batching in (True, False):
                 rb = retriever(batching, max_batch_size=args.max_batch_size)
@@ -283,8 +330,13 @@ def _print(results: dict[str, Any], args: argparse.Namespace) -> None:
               f"p95 {_ms(r['search_unbatched_p95_s'])}")
         print(f"search_baseline (query embedding):     p50 {_ms(r['baseline_p50_s'])}  p95 {_ms(r['baseline_p95_s'])}")
         if "search_text_p50_s" in r:
-            print(f"search, texts in (MiniLM included):    p50 {_ms(r['search_text_p50_s'])}  "
-                  f"p95 {_ms(r['search_text_p95_s'])}")
+            print(f"search, texts in (encoder included):   p50 {_ms(r['search_text_p50_s'])}  "
+                  f"p95 {_ms(r['search_text_p95_s'])}  (encoder p50 {_ms(r['encoder_text_p50_s'])}, "
+                  f"{100 * r['encoder_share']:.0f}% of the search; {results['encoder']})")
+            print(f"texts in, after prepare(session, context): p50 {_ms(r['text_after_prepare_p50_s'])} vs "
+                  f"{_ms(r['text_no_prepare_p50_s'])} without PREPARE "
+                  f"({r['text_after_prepare_hits']} hits; {r['text_after_prepare_misses_identical']} of "
+                  f"{r['text_after_prepare_misses']} misses with the hits of the search without PREPARE)")
         print(f"throughput, {args.callers} callers: batched {r['qps_batched']:.0f}/s "
               f"(mean batch {r['mean_batch_size']:.1f}), unbatched {r['qps_unbatched']:.0f}/s, "
               f"ratio {r['batching_speedup']:.2f}x")
@@ -303,6 +355,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="predictor backend")
     parser.add_argument("--links", default=None,
                         help="link graph for a checkpoint trained with link expansion (default: built from the corpus)")
+    parser.add_argument("--encoder", default="fast",
+                        help="text encoder: fast (default), eager, onnx-fp32, onnx-int8 or a model folder")
     parser.add_argument("--data-dir", default=None, help="data folder (default: $PRIME_DATA_DIR or ../shared/data)")
     parser.add_argument("--cache-dir", default=None, help="embedding cache folder (default: the user cache)")
     parser.add_argument("--max-docs", type=non_negative_int, default=0, help="cap the corpus (0: all paragraphs)")

@@ -60,6 +60,15 @@ def test_int8_is_close_and_stamped(cache_root: Path, reference: np.ndarray) -> N
     assert meta[INT8_FORMAT_KEY] == INT8_FORMAT
 
 
+def test_int8_embedding_does_not_depend_on_the_batch(cache_root: Path) -> None:
+    """A text embeds alike alone or among others (int8 activations are quantised per tensor, so batching
+    would make a PREPAREd turn's vector differ from the search's)."""
+    enc = onnx_encoder(None, "onnx-int8", EncoderOptions(cache_root=cache_root))
+    together = enc.encode(TEXTS, batch_size=64)
+    alone = np.concatenate([enc.encode([t]) for t in TEXTS])
+    np.testing.assert_array_equal(together, alone)
+
+
 def test_names_keep_paths_apart(cache_root: Path, eager: HFTextEncoder, tmp_path: Path) -> None:
     """Each path has its own name, so the embedding cache never serves one path's vectors to another."""
     fp32 = onnx_encoder(None, "onnx-fp32", EncoderOptions(cache_root=cache_root))
