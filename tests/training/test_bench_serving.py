@@ -30,7 +30,7 @@ def test_bench_retriever_small(prime_data_dir: Path, tmp_path: Path, capsys: pyt
     assert figures["encoder"].endswith("+onnx-int8")
     for kind in ("local", "edge"):
         row = figures[kind]
-        assert 0 < row["encoder_text_p50_s"] and 0 < row["encoder_share"] < 1
+        assert row["encoder_text_p50_s"] > 0 and 0 < row["encoder_share"] < 1
         n = row["text_after_prepare_hits"] + row["text_after_prepare_misses"]
         assert n == 12 and row["text_after_prepare_misses_identical"] == row["text_after_prepare_misses"]
     assert "after prepare(session, context)" in text
