@@ -181,7 +181,8 @@ def _scores_key(policy: FastPolicy) -> str:
     import onnxruntime
 
     texts = hashlib.sha256("\x00".join(CALIBRATION_TEXTS).encode()).hexdigest()[:8]
-    return f"ort{onnxruntime.__version__}-vnni{cpu_has_vnni()}-texts{texts}-{policy}"
+    # r2: int8 graphs run one text per forward (their scores changed with it)
+    return f"r2-ort{onnxruntime.__version__}-vnni{cpu_has_vnni()}-texts{texts}-{policy}"
 
 
 def choose_fast(model_dir: Path | None = None, options: EncoderOptions | None = None) -> FastChoice:
