@@ -112,7 +112,10 @@ def suite_without(named: Sequence[tuple[str, Sequence[Dataset]]], left_out: str,
                            limit=limit, max_given_eval=max_eval)
     if max_eval is not None:
         suite.eval = {f: sorted(exs, key=lambda e: bucket(e.id, "loo-cap"))[:max_eval] for f, exs in suite.eval.items()}
-    return suite
+    # a document a training dataset carries too (MuSiQue and HotpotQA share Wikipedia paragraphs) is that
+    # dataset's as well: only what the left-out dataset alone carries stays out of training
+    carried = {i for ex in suite.train for i in (*ex.positive_ids, *ex.negative_ids, *ex.exclude_ids)}
+    return replace(suite, eval_only_docs=suite.eval_only_docs - carried)
 
 
 @dataclass
