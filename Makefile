@@ -22,8 +22,8 @@ $(BIN)/prime-retriever: pyproject.toml
 install: $(BIN)/prime-retriever
 
 lint: install
-	$(BIN)/ruff check prime_retriever training tests integration_tests
-	$(BIN)/mypy --strict prime_retriever training tests integration_tests
+	$(BIN)/ruff check prime_retriever training tests integration_tests examples
+	$(BIN)/mypy --strict prime_retriever training tests integration_tests examples
 
 unit: install
 	$(BIN)/pytest tests -q --cov=prime_retriever --cov-report=term --cov-fail-under=85
