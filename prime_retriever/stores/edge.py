@@ -57,6 +57,9 @@ __all__ = ["EdgeStore", "to_edge_filter"]
 
 _T = TypeVar("_T")
 
+#: What the engine writes into a shard's directory; the only entries this store ever removes.
+_SHARD_ENTRIES = ("edge_config.json", "wal", "segments")
+
 #: Body of the child process of :meth:`EdgeStore.optimize`: open, optimize, flush, close.
 _OPTIMIZE_CHILD = """
 import sys
@@ -183,6 +186,11 @@ class EdgeStore:
         except StoreError:
             raise
         except Exception as exc:
+            if "WouldBlock" in str(exc):  # the engine's file lock: "Can't init WAL: Kind(WouldBlock)"
+                raise StoreError(
+                    f"{self.name}: another process holds the store at {self.path} (Qdrant Edge locks a shard "
+                    "while it is open); close it there first"
+                ) from exc
             raise StoreError(f"{self.name}: {what} failed: {exc}") from exc
 
     def _require(self) -> tuple[qe.EdgeShard, int]:
@@ -225,27 +233,51 @@ class EdgeStore:
     # -- engine-thread bodies ----------------------------------------------------------------------
 
     def _open_or_create(self, want: StoreMeta) -> qe.EdgeShard:
-        if self.path.exists() and any(self.path.iterdir()):
-            shard = qe.EdgeShard.load(str(self.path))
-            recs = shard.retrieve([META_POINT_ID], with_payload=True, with_vector=False)
-            if not recs:
-                empty = shard.count(qe.CountRequest(exact=True)) == 0
-                shard.close()
-                if not empty:
-                    raise StoreError(
-                        f"{self.name}: shard exists but has no prime_retriever metadata point, so the encoder "
-                        f"that built it is unknown (wanted {want.encoder_name!r}, dim {want.dim})"
-                    )
-                # an empty shard whose creation was cut off before its metadata: nothing to lose, start over
-                shutil.rmtree(self.path)
-                return self._create(want)
-            try:
-                StoreMeta.from_payload(recs[0].payload, self.name).check(want, self.name)
-            except StoreError:
-                shard.close()
-                raise
-            return shard
-        return self._create(want)
+        """Load the shard at ``path``, or create one where nothing is yet.
+
+        Only the shard's own entries (:data:`_SHARD_ENTRIES`) are ever written or removed: a
+        folder that holds other files and no shard is refused before the engine touches it (its
+        ``load`` would leave a stray ``segments/`` folder there), and an empty shard whose
+        creation was cut off is recreated without touching the files beside it.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"{self.name}: cannot create a shard at {self.path}: it is a file, not a directory")
+        entries = {e.name for e in self.path.iterdir()} if self.path.is_dir() else set()
+        if "edge_config.json" not in entries:
+            if entries:
+                raise StoreError(
+                    f"{self.name}: {self.path} is not a Qdrant Edge shard (no edge_config.json) and holds "
+                    f"other files ({', '.join(sorted(entries)[:5])}); point the store at a new or empty directory"
+                )
+            return self._create(want)
+        shard = qe.EdgeShard.load(str(self.path))
+        recs = shard.retrieve([META_POINT_ID], with_payload=True, with_vector=False)
+        if not recs:
+            empty = shard.count(qe.CountRequest(exact=True)) == 0
+            shard.close()
+            if not empty:
+                raise StoreError(
+                    f"{self.name}: shard exists but has no prime_retriever metadata point, so the encoder "
+                    f"that built it is unknown (wanted {want.encoder_name!r}, dim {want.dim})"
+                )
+            # an empty shard whose creation was cut off before its metadata: nothing to lose, start over
+            self._remove_shard_entries()
+            return self._create(want)
+        try:
+            StoreMeta.from_payload(recs[0].payload, self.name).check(want, self.name)
+        except StoreError:
+            shard.close()
+            raise
+        return shard
+
+    def _remove_shard_entries(self) -> None:
+        """Remove what the engine writes into ``path`` (never anything else there)."""
+        for name in _SHARD_ENTRIES:
+            entry = self.path / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink(missing_ok=True)
 
     def _create(self, want: StoreMeta) -> qe.EdgeShard:
         config = qe.EdgeConfig(
@@ -254,7 +286,16 @@ class EdgeStore:
             optimizers=self._optimizers,
             max_search_threads=self._max_search_threads,
         )
-        shard = qe.EdgeShard.create(str(self.path), config)
+        made_dir = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.name}: cannot create the shard directory {self.path}: {exc}") from exc
+        try:
+            shard = qe.EdgeShard.create(str(self.path), config)
+        except BaseException:
+            self._forget_partial_shard(made_dir)
+            raise
         marker = [0.0] * want.dim  # (D,) any non-zero vector; the point is never searched
         marker[0] = 1.0
         try:
@@ -267,9 +308,16 @@ class EdgeStore:
             shard.flush()
         except BaseException:  # no half-made shard is left behind to be refused later
             shard.close()
-            shutil.rmtree(self.path, ignore_errors=True)
+            self._forget_partial_shard(made_dir)
             raise
         return shard
+
+    def _forget_partial_shard(self, made_dir: bool) -> None:
+        """Undo a failed :meth:`_create`: the shard's entries, and the directory only if it made it."""
+        self._remove_shard_entries()
+        if made_dir:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # only if empty: nothing else can have been put there meanwhile
 
     @staticmethod
     def _upsert_batch(

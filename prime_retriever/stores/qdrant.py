@@ -176,7 +176,9 @@ class QdrantStore:
             try:
                 self._client = AsyncQdrantClient(location=location, path=path)
             except RuntimeError as exc:  # the folder is locked by another client (local mode is single-process)
-                raise StoreError(f"qdrant-local({path}): {exc}") from exc
+                raise StoreError(f"qdrant-local({path}): another process holds the store ({exc})") from exc
+            except OSError as exc:  # unwritable, read-only, or a file where the folder should be
+                raise StoreError(f"qdrant-local({path}): cannot open or create the store there: {exc}") from exc
             self.name = f"qdrant-local({location if location is not None else path})/{collection}"
         #: How long ensure_collection waits for the metadata point of a collection another process
         #: has just created, before it calls the collection foreign.
