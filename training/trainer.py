@@ -106,8 +106,9 @@ def stop_reason(trainer: L.Trainer, timer: Timer | None, *, max_steps: int | Non
 
 def time_budget_warning(budget_s: float, flag: str) -> str:
     """The line printed when a run's time budget, not its schedule or early stopping, ended training."""
-    return (f"warning: the time budget ({budget_s:g} s, {flag}) ended training: on a faster or idler machine the "
-            "same seed trains further and gives other numbers")
+    return (f"warning: the wall-clock safety net ({budget_s:g} s, {flag}) ended training before its epochs or early "
+            "stopping did: these numbers depend on the machine's speed (a faster or idler machine trains further "
+            "from the same seed); rerun on a quieter machine or raise the limit")
 
 
 def resolve_precision(training_config: TrainingConfig, accelerator: str, precision: str | None) -> str:

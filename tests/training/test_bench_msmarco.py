@@ -108,7 +108,7 @@ def test_bench_says_when_its_time_budget_ended_training(
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert (report["training"]["stop_reason"], report["training"]["steps"]) == ("time_budget", 0)
-    assert "warning: the time budget (0 s, --time-budget-s) ended training" in capsys.readouterr().out
+    assert "warning: the wall-clock safety net (0 s, --time-budget-s) ended training" in capsys.readouterr().out
     assert (out / "checkpoint" / "meta.json").is_file()  # the untrained (query-baseline) model is what was kept
 
 
