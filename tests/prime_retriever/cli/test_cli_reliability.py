@@ -87,3 +87,16 @@ def test_train_out_at_an_existing_file_exits_2_with_one_line(tmp_path: Path,
     assert (tmp_path / "taken").read_text() == "mine"
     with pytest.raises(CheckpointError, match="cannot create the checkpoint directory"):
         save_checkpoint(EmbeddingPredictor(CFG), tmp_path / "taken")
+
+
+@pytest.mark.parametrize("kind", ["local", "edge"])
+def test_index_into_a_store_that_cannot_be_created_is_one_line(tmp_path: Path, kind: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "c.jsonl").write_text('{"id": "a", "text": "hello world"}\n')
+    rc = main(["index", "--corpus", str(tmp_path / "c.jsonl"), "--store", kind, "--path",
+               str(tmp_path / "afile" / "store"), "--encoder", "eager", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1  # a raw NotADirectoryError traceback from local mode, before
+    assert "cannot" in err and "Traceback" not in err
+    assert (tmp_path / "afile").read_text() == "mine"
