@@ -18,11 +18,9 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 import httpx
-import numpy as np
 import numpy.typing as npt
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -30,7 +28,7 @@ from tqdm.auto import tqdm
 
 from prime_retriever import Document, ScoredDoc, StoreError, StoreUnavailableError
 from prime_retriever.integrations.payload_schema import PayloadSchema, PointId
-from prime_retriever.stores.base import as_matrix, as_query_vector, check_doc_ids, check_k, per_row, point_id
+from prime_retriever.stores.base import StoreBase, as_matrix, as_query_vector, check_doc_ids, check_k, per_row, point_id
 
 __all__ = ["ForeignCollectionError", "ForeignQdrantStore"]
 
@@ -44,7 +42,7 @@ class ForeignCollectionError(StoreError):
     a write, or link expansion on a collection without titles."""
 
 
-class ForeignQdrantStore:
+class ForeignQdrantStore(StoreBase):
     """Search a framework's existing Qdrant collection; never write to it.
 
     Args:
@@ -200,10 +198,8 @@ class ForeignQdrantStore:
         return int((await self._call("count", lambda: c.count(self.collection, exact=True))).count)
 
     async def _records(self, ids: Sequence[str], *, with_vectors: bool) -> list[tuple[str, Any]]:
-        """(doc id, vector or None) of those ``ids`` the collection holds."""
         c = self._client
-        wanted = list(dict.fromkeys(ids))
-        points = [self.schema.point_id(d) for d in wanted]
+        points = [self.schema.point_id(d) for d in ids]
         payload: bool | list[str] = [self.schema.id_key] if self.schema.id_key else False
         recs = await self._call(
             "retrieve",
@@ -212,21 +208,6 @@ class ForeignQdrantStore:
                                else with_vectors),
         )
         return [(self._remember(self.schema.doc_id(r.id, r.payload or {})), r.vector) for r in recs]
-
-    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        self._require_dim()
-        ids = check_doc_ids(ids, self.name)
-        return {d for d, _ in await self._records(ids, with_vectors=False)} & set(ids)
-
-    async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
-        """The stored vectors (D,) of those ``ids`` that exist."""
-        dim = self._require_dim()
-        out: dict[str, npt.NDArray[np.float32]] = {}
-        for doc_id, vector in await self._records(check_doc_ids(ids, self.name), with_vectors=True):
-            vec = self._vector_of(vector)
-            if vec is not None and doc_id not in out:
-                out[doc_id] = as_query_vector(vec, dim, self.name)
-        return out
 
     async def documents(self) -> list[Document]:
         """Every point as a prime :class:`~prime_retriever.Document` (id, title, text as the schema reads them)."""
@@ -250,11 +231,3 @@ class ForeignQdrantStore:
     async def close(self) -> None:
         """Forget the store; the framework's client stays open (it is the framework's)."""
         self._closed = True
-
-    async def __aenter__(self) -> ForeignQdrantStore:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

@@ -25,10 +25,11 @@ Conventions shared by every backend:
 from __future__ import annotations
 
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeGuard, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +46,7 @@ __all__ = [
     "META_POINT_ID",
     "POINT_ID_NAMESPACE",
     "ScoredDoc",
+    "StoreBase",
     "StoreError",
     "StoreMeta",
     "StoreUnavailableError",
@@ -263,3 +265,69 @@ def per_row(values: Sequence[Any] | None, batch: int, what: str, store_name: str
     if len(values) != batch:
         raise StoreError(f"{store_name}: got {len(values)} {what} for {batch} query vectors")
     return list(values)
+
+
+class StoreBase(ABC):
+    """What every backend shares: id lookups (:meth:`existing_ids`, :meth:`get_vectors`) sent in chunks
+    of :attr:`ID_CHUNK` through the backend's :meth:`_records`, and ``async with``.
+
+    A backend supplies :meth:`_require_dim` (the collection's dimension; raises if closed or not yet
+    opened), :meth:`_records` and :meth:`close`, and the rest of :class:`VectorStore` itself.
+    """
+
+    name: str
+    #: Ids per backend lookup call: large lookups (a whole corpus's link graph) are cut into these.
+    ID_CHUNK: ClassVar[int] = 1024
+
+    @abstractmethod
+    def _require_dim(self) -> int:
+        """The open collection's dimension D; :class:`StoreError` if the store is closed or not opened."""
+
+    @abstractmethod
+    async def _records(self, ids: Sequence[str], *, with_vectors: bool) -> list[tuple[str, Any]]:
+        """(doc id, stored vector or ``None``) of those of ``ids`` (unique, at most :attr:`ID_CHUNK`) that
+        the store holds; the vector as the client returns it (a list, or a dict of named vectors)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the backend (idempotent)."""
+
+    def _vector_of(self, vector: Any) -> list[float] | None:
+        """The dense vector of a record: the unnamed one of a dict of named vectors, else the first."""
+        if isinstance(vector, dict):
+            vector = vector.get("") if "" in vector else next(iter(vector.values()), None)
+        return vector if isinstance(vector, list) else None
+
+    async def _lookup(self, ids: Sequence[str], *, with_vectors: bool) -> list[tuple[str, Any]]:
+        wanted = list(dict.fromkeys(ids))
+        out: list[tuple[str, Any]] = []
+        for start in range(0, len(wanted), self.ID_CHUNK):
+            out += await self._records(wanted[start : start + self.ID_CHUNK], with_vectors=with_vectors)
+        return out
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """The subset of ``ids`` already stored."""
+        self._require_dim()
+        ids = check_doc_ids(ids, self.name)
+        return {d for d, _ in await self._lookup(ids, with_vectors=False)} & set(ids)
+
+    async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """The stored vectors (D,) of those ``ids`` that exist."""
+        dim = self._require_dim()
+        out: dict[str, npt.NDArray[np.float32]] = {}
+        for doc_id, vector in await self._lookup(check_doc_ids(ids, self.name), with_vectors=True):
+            vec = self._vector_of(vector)
+            if vec is not None and doc_id not in out:
+                out[doc_id] = as_query_vector(vec, dim, self.name)
+        return out
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -29,7 +29,6 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -42,6 +41,7 @@ from prime_retriever.stores.base import (
     DOC_ID_KEY,
     META_POINT_ID,
     ScoredDoc,
+    StoreBase,
     StoreMeta,
     as_matrix,
     as_query_vector,
@@ -133,7 +133,7 @@ def to_edge_filter(flt: models.Filter) -> qe.Filter:
     return qe.Filter(must=parts["must"], should=parts["should"], must_not=parts["must_not"])
 
 
-class EdgeStore:
+class EdgeStore(StoreBase):
     """Documents in a Qdrant Edge shard persisted under ``path``, searched by cosine similarity.
 
     Args:
@@ -192,6 +192,9 @@ class EdgeStore:
                     "while it is open); close it there first"
                 ) from exc
             raise StoreError(f"{self.name}: {what} failed: {exc}") from exc
+
+    def _require_dim(self) -> int:
+        return self._require()[1]
 
     def _require(self) -> tuple[qe.EdgeShard, int]:
         if self._closed:
@@ -483,38 +486,12 @@ class EdgeStore:
         req = qe.CountRequest(exact=True, filter=self._filter(None, ()))
         return await self._run("count", functools.partial(shard.count, req))
 
-    async def _retrieve(self, ids: Sequence[str], *, with_vector: bool) -> list[qe.Record]:
-        """The stored records of ``ids`` (looked up by their uuid5 point ids, in chunks of 1024)."""
+    async def _records(self, ids: Sequence[str], *, with_vectors: bool) -> list[tuple[str, Any]]:
         shard, _ = self._require()
-        wanted = list(ids)
-
-        def body() -> list[qe.Record]:
-            recs: list[qe.Record] = []
-            for start in range(0, len(wanted), 1024):
-                chunk: list[qe.PointId] = [point_id(d) for d in wanted[start : start + 1024]]
-                recs += shard.retrieve(chunk, with_payload=True, with_vector=with_vector)
-            return recs
-
-        return await self._run("retrieve", body)
-
-    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        """The subset of ``ids`` already stored."""
-        ids = check_doc_ids(ids, self.name)
-        recs = await self._retrieve(ids, with_vector=False)
-        return {str((r.payload or {}).get(DOC_ID_KEY)) for r in recs} & set(ids)
-
-    async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
-        """The stored vectors (D,) of those ``ids`` that exist."""
-        _, dim = self._require()
-        found: dict[str, npt.NDArray[np.float32]] = {}
-        for r in await self._retrieve(list(dict.fromkeys(ids)), with_vector=True):
-            doc_id = str((r.payload or {}).get(DOC_ID_KEY))
-            vec: Any = r.vector
-            if isinstance(vec, dict):  # named vectors: the default (unnamed) one
-                vec = vec.get("") if "" in vec else next(iter(vec.values()), None)
-            if isinstance(vec, list) and doc_id not in found:
-                found[doc_id] = as_query_vector(vec, dim, self.name)
-        return found
+        points: list[qe.PointId] = [point_id(d) for d in ids]
+        recs = await self._run("retrieve", functools.partial(shard.retrieve, points, with_payload=True,
+                                                              with_vector=with_vectors))
+        return [(str((r.payload or {}).get(DOC_ID_KEY)), r.vector) for r in recs]
 
     async def close(self) -> None:
         """Flush and close the shard and stop the worker thread (idempotent)."""
@@ -535,14 +512,3 @@ class EdgeStore:
         finally:
             self._closed = True
             self._executor.shutdown(wait=True)
-
-    async def __aenter__(self) -> EdgeStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -23,7 +23,6 @@ import contextlib
 import functools
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
@@ -38,6 +37,7 @@ from prime_retriever.stores.base import (
     DOC_ID_KEY,
     META_POINT_ID,
     ScoredDoc,
+    StoreBase,
     StoreMeta,
     StoreUnavailableError,
     as_matrix,
@@ -115,7 +115,7 @@ def _translate(exc: BaseException, store_name: str, what: str) -> StoreError:
     return StoreError(f"{store_name}: {what} failed: {exc!r}")
 
 
-class QdrantStore:
+class QdrantStore(StoreBase):
     """Documents in one Qdrant collection, searched by cosine similarity.
 
     Args:
@@ -412,36 +412,14 @@ class QdrantStore:
         )
         return int(res.count)
 
-    async def _retrieve(self, ids: Sequence[str], *, with_vectors: bool) -> list[models.Record]:
-        """The stored records of ``ids`` (looked up by their uuid5 point ids, in chunks of 1024)."""
+    async def _records(self, ids: Sequence[str], *, with_vectors: bool) -> list[tuple[str, Any]]:
         c = self._client
-        recs: list[models.Record] = []
-        for start in range(0, len(ids), 1024):
-            chunk = [point_id(d) for d in ids[start : start + 1024]]
-            recs += await self._call(
-                "retrieve",
-                functools.partial(
-                    c.retrieve, self.collection, ids=chunk, with_payload=[DOC_ID_KEY], with_vectors=with_vectors
-                ),
-            )
-        return recs
-
-    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        """The subset of ``ids`` already stored."""
-        self._require_dim()
-        ids = check_doc_ids(ids, self.name)
-        recs = await self._retrieve(ids, with_vectors=False)
-        return {str((r.payload or {}).get(DOC_ID_KEY)) for r in recs} & set(ids)
-
-    async def get_vectors(self, ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
-        """The stored vectors (D,) of those ``ids`` that exist."""
-        dim = self._require_dim()
-        out: dict[str, npt.NDArray[np.float32]] = {}
-        for r in await self._retrieve(list(dict.fromkeys(ids)), with_vectors=True):
-            doc_id = str((r.payload or {}).get(DOC_ID_KEY))
-            if doc_id not in out and isinstance(r.vector, list):
-                out[doc_id] = as_query_vector(r.vector, dim, self.name)
-        return out
+        recs = await self._call(
+            "retrieve",
+            functools.partial(c.retrieve, self.collection, ids=[point_id(d) for d in ids], with_payload=[DOC_ID_KEY],
+                              with_vectors=with_vectors),
+        )
+        return [(str((r.payload or {}).get(DOC_ID_KEY)), r.vector) for r in recs]
 
     async def close(self) -> None:
         """Close the client if this store created it (idempotent)."""
@@ -451,14 +429,3 @@ class QdrantStore:
         if self._owns_client:
             with contextlib.suppress(Exception):
                 await self._client.close()
-
-    async def __aenter__(self) -> QdrantStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
