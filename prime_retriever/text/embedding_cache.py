@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from prime_retriever.errors import EncoderError
-from prime_retriever.text.encoders import FloatMatrix, TextEncoder
+from prime_retriever.text.encoders import FloatMatrix, TextEncoder, check_texts
 
 __all__ = ["CachedEncoder", "EmbeddingCache", "MemoryEmbeddingCache", "default_cache_dir", "text_key"]
 
@@ -367,12 +367,7 @@ class CachedEncoder:
         Raises:
             EncoderError: bad input, or the inner encoder returned the wrong shape or bad vectors.
         """
-        if isinstance(texts, str):
-            raise EncoderError("encode() takes a sequence of texts, not a single str: wrap it in a list")
-        items = list(texts)
-        for i, text in enumerate(items):
-            if not isinstance(text, str):
-                raise EncoderError(f"texts[{i}] is {type(text).__name__}, not str")
+        items = check_texts(texts)  # batch_size is the inner encoder's to check
         name, dim = self.encoder.name, self.encoder.dim
         vectors, found = self.cache.lookup(name, dim, items)  # (n, D), (n,)
         missing: dict[str, list[int]] = {}  # unique missing text -> its positions in items

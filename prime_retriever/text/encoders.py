@@ -34,6 +34,8 @@ __all__ = [
     "HFTextEncoder",
     "TextEncoder",
     "check_encoder_dims",
+    "check_texts",
+    "check_texts",
     "default_encoder_path",
     "model_name_of",
     "weights_fingerprint",
@@ -90,6 +92,24 @@ def check_encoder_dims(encoder: TextEncoder, input_dim: int, output_dim: int) ->
             f"{' and '.join(problems)} (expected {encoder.dim}); use the encoder the predictor "
             "was trained with, or a predictor built for this encoder"
         )
+
+
+def check_texts(texts: Sequence[str], batch_size: int = 1) -> list[str]:
+    """The texts of an ``encode`` call as a list, after the checks every encoder makes.
+
+    Raises:
+        EncoderError: a bare ``str`` (a common slip that would encode its characters), a
+            non-string item, or ``batch_size < 1``.
+    """
+    if isinstance(texts, str):
+        raise EncoderError("encode() takes a sequence of texts, not a single str: wrap it in a list")
+    if batch_size < 1:
+        raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
+    items = list(texts)
+    for i, text in enumerate(items):
+        if not isinstance(text, str):
+            raise EncoderError(f"texts[{i}] is {type(text).__name__}, not str")
+    return items
 
 
 def default_encoder_path() -> Path:
@@ -294,14 +314,7 @@ class HFTextEncoder:
         import torch
         from tqdm.auto import tqdm
 
-        if isinstance(texts, str):
-            raise EncoderError("encode() takes a sequence of texts, not a single str: wrap it in a list")
-        if batch_size < 1:
-            raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
-        items = list(texts)
-        for i, text in enumerate(items):
-            if not isinstance(text, str):
-                raise EncoderError(f"texts[{i}] is {type(text).__name__}, not str")
+        items = check_texts(texts, batch_size)
         n = len(items)
         out = np.empty((n, self._dim), dtype=np.float32)  # (n, D)
         if n == 0:

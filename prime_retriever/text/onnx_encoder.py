@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from prime_retriever.errors import EncoderError
-from prime_retriever.text.encoders import DEFAULT_PROGRESS_THRESHOLD, FloatMatrix
+from prime_retriever.text.encoders import DEFAULT_PROGRESS_THRESHOLD, FloatMatrix, check_texts
 from prime_retriever.text.length_batching import token_batches
 
 __all__ = ["EAGER_BACKEND", "EncoderFormat", "EncoderIdentity", "OnnxTextEncoder", "RuntimeOptions", "cpu_has_vnni"]
@@ -207,14 +207,7 @@ class OnnxTextEncoder:
     def _encode(self, texts: Sequence[str], prefix: str, batch_size: int, show_progress: bool | None) -> FloatMatrix:
         from tqdm.auto import tqdm
 
-        if isinstance(texts, str):
-            raise EncoderError("encode() takes a sequence of texts, not a single str: wrap it in a list")
-        if batch_size < 1:
-            raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
-        items = list(texts)
-        for i, text in enumerate(items):
-            if not isinstance(text, str):
-                raise EncoderError(f"texts[{i}] is {type(text).__name__}, not str")
+        items = check_texts(texts, batch_size)
         out = np.empty((len(items), self._dim), dtype=np.float32)  # (n, D)
         if not items:
             return out
