@@ -332,6 +332,9 @@ class BatchPipeline:
             vec, cf, src = vectors[i]
             if src == "fallback":
                 self.fallbacks += 1
+            if r.kind == "predict":  # the vector search would send; no cache, no search
+                results[i] = Outcome([], src, cf, vec)
+                continue
             if r.kind == "search" and r.session_id is not None:
                 docs = None if src == "fallback" else self.cache.lookup(
                     r.session_id, vec, self.depth(r.k), r.filter, r.exclude_ids

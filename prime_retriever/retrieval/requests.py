@@ -29,9 +29,10 @@ QueryInput = str | npt.NDArray[Any]
 
 @dataclass
 class Request:
-    """One validated search or prepare, as queued in the micro-batcher."""
+    """One validated search, prepare or predict (a search's vector without its search), as queued in the
+    micro-batcher."""
 
-    kind: Literal["search", "prepare"]
+    kind: Literal["search", "prepare", "predict"]
     context_texts: list[str] | None  # N texts (already truncated)
     context_vecs: FloatArray | None  # N × D (already truncated)
     query_text: str | None
@@ -145,12 +146,12 @@ class RequestValidator:
         raise PredictorError(f"query must be a str or an array; got {type(query).__name__}")
 
     def request(
-        self, kind: Literal["search", "prepare"], context: ContextInput, query: QueryInput | None, k: int,
+        self, kind: Literal["search", "prepare", "predict"], context: ContextInput, query: QueryInput | None, k: int,
         flt: Any, exclude_ids: Iterable[str], session_id: str | None,
     ) -> Request:
         if not is_valid_k(k):
             raise PredictorError(f"k must be an integer in [1, {MAX_K}]; got {k!r}")
-        if kind == "search" and query is None:
+        if kind != "prepare" and query is None:
             raise PredictorError("query is required (got None); to predict from the context alone, use prepare()")
         if session_id is not None and (not isinstance(session_id, str) or not session_id):
             raise PredictorError(f"session_id must be a non-empty str or None; got {session_id!r}")

@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from prime_retriever.backends.factory import make_backend
 from prime_retriever.backends.inference import PredictorBackend
-from prime_retriever.errors import EncoderError, PredictorError, RetrieverError
+from prime_retriever.errors import PredictorError, RetrieverError
 from prime_retriever.model.checkpoint import load_checkpoint
 from prime_retriever.model.random_predictor import random_predictor
 from prime_retriever.model.score_confidence import ScoreConfidence
@@ -318,28 +318,18 @@ class PredictiveRetriever:
         For a framework's own retriever to search with (LlamaIndex's ``QueryBundle.embedding``,
         Haystack's embedding retrievers). The validation, encoding, link expansion (its seed search and
         vector lookup, under ``filter``) and predictor are :meth:`search`'s, and a failed prediction
-        gives the query embedding as search's fallback does. Concurrent calls are not micro-batched:
-        the batch pipeline ends in a search.
+        gives the query embedding as search's fallback does: it is the batch pipeline's own vector, taken
+        before the cache and the search, and concurrent calls are micro-batched with searches.
 
         Raises:
             PredictorError: invalid input (raised before any I/O).
             EncoderError: the encoder failed or gave a non-finite embedding.
+            RetrieverError / StoreError: the link expansion's store calls failed.
         """
-        req = self._validator.request("search", context, query, 1, filter, exclude_ids, None)
+        req = self._validator.request("predict", context, query, 1, filter, exclude_ids, None)
         await self._ensure_ready()
-        texts = [*(req.context_texts or []), *([req.query_text] if req.query_text else [])]
-        emb = await self._pipeline.encode(texts) if texts else {}
-        ctx = req.context_vecs if req.context_vecs is not None else np.stack([emb[t] for t in req.context_texts or []])
-        q = req.query_vec if req.query_vec is not None else emb[req.query_text or ""]  # (D,)
-        if not (np.isfinite(q).all() and np.isfinite(ctx).all()):
-            raise EncoderError(f"encoder {self.encoder.name!r} produced a non-finite embedding")
-        ctxs = [ctx]  # N × D
-        if self.expansion is not None:
-            ctxs = await self._pipeline.expand([req], [0], ctxs, q[None, :])  # (C + N) × D
-        pred, _ = await self._pipeline.predict(ctxs, q[None, :])  # 1 × O, or None if the predictor failed
-        if pred is None or not np.isfinite(pred[0]).all() or float(np.linalg.norm(pred[0])) == 0.0:
-            return (q / max(float(np.linalg.norm(q)), 1e-12)).astype(np.float32)
-        return np.asarray(pred[0], dtype=np.float32)
+        out = await self._batcher.submit(req)
+        return np.asarray(out.vector, dtype=np.float32)  # (O,)
 
     async def search_baseline(
         self, query: QueryInput, k: int = 5, filter: Any = None, exclude_ids: Iterable[str] = ()

@@ -101,3 +101,22 @@ async def test_a_failed_prediction_gives_the_query_embedding(minilm: HFTextEncod
         q = np.asarray(minilm.encode([QUERY]), dtype=np.float32)[0]
         np.testing.assert_allclose(vector, q / np.linalg.norm(q), atol=1e-6)
         np.testing.assert_allclose(await _scores_of(rt, vector, hits.doc_ids), [h.score for h in hits], atol=1e-5)
+
+
+async def test_concurrent_calls_share_micro_batches_with_searches_and_match_sequential_ones(
+    retriever: PredictiveRetriever
+) -> None:
+    import asyncio
+
+    queries = [QUERY, "Who published Dragon Dice?", "What is chess?", "Which games did TSR publish?"]
+    alone = [await retriever.predict_vector(CONTEXT, q) for q in queries]
+    before = retriever.batch_stats.batches
+    vectors_task = asyncio.gather(*(retriever.predict_vector(CONTEXT, q) for q in queries))
+    hits_task = asyncio.gather(*(retriever.search(CONTEXT, q, k=3) for q in queries))
+    vectors, results = await vectors_task, await hits_task  # both gathers were scheduled before either ran
+    assert retriever.batch_stats.batches - before < len(queries) * 2  # grouped, not one batch each
+    for a, t in zip(alone, vectors, strict=True):
+        np.testing.assert_allclose(t, a, atol=1e-5)
+    for vector, hits in zip(vectors, results, strict=True):
+        np.testing.assert_allclose(await _scores_of(retriever, vector, hits.doc_ids), [h.score for h in hits],
+                                   atol=1e-5)
