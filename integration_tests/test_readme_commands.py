@@ -36,7 +36,8 @@ REDUCED: dict[str, list[str]] = {
                         "--callers", "4", "--cache-queries", "4"],
     "index": ["--no-progress"],
 }
-RUN_ELSEWHERE = ("--preset shipped",)  # make demo: test_readme_main_command.py
+RUN_ELSEWHERE = ("--preset shipped",  # make demo: test_readme_main_command.py
+                 "--leave-one-out")  # its reduced protocol: test_leave_one_out.py
 KNOWN_PLACEHOLDERS = {"corpus.jsonl", "e_train.jsonl", "e_eval.jsonl", "FILE...", "FILE", "DIR", "CKPT", "OUT",
                       "[--int8]", "COMMAND", "links.json"}
 
