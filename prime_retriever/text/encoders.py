@@ -35,7 +35,6 @@ __all__ = [
     "TextEncoder",
     "check_encoder_dims",
     "check_texts",
-    "check_texts",
     "default_encoder_path",
     "model_name_of",
     "weights_fingerprint",

@@ -342,7 +342,8 @@ def test_cli_says_why_training_stopped(tmp_path: Path, capsys: pytest.CaptureFix
     # a budget already spent ends the run before its first step on any machine: the CLI says so, and keeps a checkpoint
     assert main([*common, "--out", str(tmp_path / "b"), "--time-budget", "0"]) == 0
     out = capsys.readouterr().out
-    assert "stopped by time_budget" in out and "warning: the wall-clock safety net (0 s, --time-budget) ended training" in out
+    assert "stopped by time_budget" in out
+    assert "warning: the wall-clock safety net (0 s, --time-budget) ended training" in out
     assert load_checkpoint(tmp_path / "b").meta.provenance.hyperparameters["global_step"] == 0
 
 
