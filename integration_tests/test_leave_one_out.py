@@ -10,7 +10,8 @@ import pytest
 
 from training.bench.leave_one_out import LeaveOneOutOptions, run_leave_one_out
 
-METHODS = {"query_baseline", "linear_adapter", "concat_baseline", "predictor", "blend_0.5", "gate", "oracle"}
+METHODS = {"query_baseline", "linear_adapter", "concat_baseline", "predictor", "blend_0.5", "gate", "bm25",
+           "hybrid_query", "hybrid_predictor", "oracle"}
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +44,7 @@ def test_one_run_per_left_out_dataset_with_every_method(quick: tuple[dict[str, A
     assert [r["left_out"] for r in saved["runs"]] == ["orsharc", "dstc11"]
     md = (out / "leave_one_out.md").read_text(encoding="utf-8")
     assert "| orsharc/given | predictor |" in md and "verdicts:" in md
+    assert "| orsharc/given | hybrid_predictor |" in md and "hybrid_predictor: P@5 ×" in md
+    for run in report["runs"]:
+        lo, hi = run["framings"]["given"]["hybrid_predictor"]["p@5"]["minus_hybrid_query_ci"]
+        assert lo <= hi

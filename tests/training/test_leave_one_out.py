@@ -78,3 +78,20 @@ def test_method_metrics_oracle_bounds_both_and_paired_cis() -> None:
     md = matrix_markdown(report)
     assert "| dstc11/given | predictor | 4 |" in md and "dstc11/given predictor" in md
     assert np.isfinite(m["predictor"]["p@5"]["ci"]).all()
+
+
+def test_hybrid_predictor_is_compared_with_hybrid_query_paired() -> None:
+    gold = [{"a"}, {"b"}, {"c"}, {"d"}]
+    ranked = {"query_baseline": [["a"], ["x"], ["x"], ["x"]],
+              "hybrid_query": [["x", "a"], ["x", "b"], ["x"], ["x"]],
+              "hybrid_predictor": [["a"], ["b"], ["c"], ["x"]]}
+    m = method_metrics(ranked, gold)
+    lo, hi = m["hybrid_predictor"]["mrr"]["minus_hybrid_query_ci"]
+    assert 0.0 < lo <= hi  # better on every question that differs
+    report = {"runs": [{"left_out": "dstc11", "framings": {"given": m}, "seconds": {"train": 1.0, "evaluate": 1.0},
+                        "training": {"steps": 3, "epochs": 1, "stop_reason": "max_epochs"}}],
+              "seconds": {"total": 2.0, "shared": 0.5}}
+    md = matrix_markdown(report)
+    assert "| dstc11/given | hybrid_query |" in md
+    # three questions with their gold in the top 5 against two
+    assert "[ok] dstc11/given hybrid_predictor: P@5 ×1.500 hybrid_query" in md

@@ -13,7 +13,8 @@ indexed once; a run only trains (bounded by epochs over a fixed row count, i.e. 
 never by seconds, so a run gives the same numbers on any machine) and searches.
 
 Methods per item: the query embedding, the linear adapter, the concatenation of all turns, the
-predictor, and the do-no-harm options of :mod:`prime_retriever.model.blend`: fixed blends of the
+predictor, BM25 and the two hybrid peers (:mod:`training.bench.hybrid`: each dense ranking fused with BM25
+by Qdrant's RRF), and the do-no-harm options of :mod:`prime_retriever.model.blend`: fixed blends of the
 prediction with the query (``blend_<alpha>``) and the score-confidence gate (``gate``), plus the
 ``oracle`` upper bound (per question, the better of query and predictor, for each metric).
 """
@@ -41,6 +42,7 @@ from prime_retriever.text.documents import scope_filter
 from prime_retriever.text.embedding_cache import CachedEncoder
 from prime_retriever.text.encoders import HFTextEncoder
 from training.bench.adapter import LinearAdapter
+from training.bench.hybrid import BM25Ranker, rrf_fuse
 from training.bench.leave_one_out_names import CONVERSATIONAL, LOO_DATASETS
 from training.bench.leave_one_out_report import method_metrics, write_reports
 from training.bench.recipe import Recipe, train_with_recipe
@@ -79,6 +81,7 @@ class LeaveOneOutOptions:
     blend_alphas: tuple[float, ...] = (0.5,)
     gate_margin: float = 0.0
     foreign_history: float = 0.0  # share of given train rows copied with another conversation's context
+    hybrid: bool = True  # the BM25 and hybrid (RRF) peer rows (training.bench.hybrid)
 
     @classmethod
     def quick(cls, out: Path, datasets: Sequence[str] = ("orsharc", "dstc11")) -> LeaveOneOutOptions:
@@ -129,7 +132,7 @@ class _Runs:
 
 async def _evaluate(retriever: PredictiveRetriever, examples: Sequence[Example], vec: dict[str, np.ndarray],
                     adapter: LinearAdapter, gate: ConfidenceGate | None, alphas: Sequence[float],
-                    label: str) -> _Runs:
+                    label: str, bm25: BM25Ranker | None) -> _Runs:
     from tqdm.auto import tqdm
 
     runs = _Runs()
@@ -153,6 +156,11 @@ async def _evaluate(retriever: PredictiveRetriever, examples: Sequence[Example],
             runs.add(name, r.doc_ids)
             if name == "query_baseline":
                 scores, query_ids = [h.score for h in r], r.doc_ids
+        if bm25 is not None:  # the peers a user would build: BM25 of the query text, fused with each dense ranking
+            sparse = bm25.rank(ex.query, K_EVAL, scope=ex.scope, exclude_ids=excl)
+            runs.add("bm25", sparse)
+            runs.add("hybrid_query", rrf_fuse([query_ids, sparse], K_EVAL))
+            runs.add("hybrid_predictor", rrf_fuse([res.doc_ids, sparse], K_EVAL))
         if gate is not None:
             choice = gate.choose([h.score for h in res], scores)
             runs.gate_choices.append(choice)
@@ -169,7 +177,8 @@ def _train_examples(suite: BenchSuite, opts: LeaveOneOutOptions) -> BenchSuite:
 
 
 async def _run_one(left_out: str, suite: BenchSuite, opts: LeaveOneOutOptions, encoder: CachedEncoder,
-                   enc_corpus: EncodedCorpus, graph: LinkGraph, store: VectorStore) -> dict[str, Any]:
+                   enc_corpus: EncodedCorpus, graph: LinkGraph, store: VectorStore,
+                   bm25: BM25Ranker | None) -> dict[str, Any]:
     out = opts.out / f"without_{left_out}"
     t0 = time.perf_counter()
     train_suite = _train_examples(suite, opts)
@@ -192,7 +201,7 @@ async def _run_one(left_out: str, suite: BenchSuite, opts: LeaveOneOutOptions, e
     async with retriever:
         for framing, examples in suite.eval.items():
             runs = await _evaluate(retriever, examples, vec, adapter, gate, opts.blend_alphas,
-                                   f"{left_out}/{framing}")
+                                   f"{left_out}/{framing}", bm25)
             gold = [set(ex.positive_ids) for ex in examples]
             framings[framing] = method_metrics(runs.ranked, gold)
             framings[framing]["gate_share_query"] = (runs.gate_choices.count("query") / len(runs.gate_choices)
@@ -219,6 +228,7 @@ async def run_leave_one_out_async(data_dir: Path, opts: LeaveOneOutOptions) -> d
     store = open_store(opts.store, path=opts.out / "store")
     report_index = await index_documents(store, [first.corpus[i] for i in enc_corpus.ids], encoder=encoder,
                                          optimize=False)  # exact search: no method loses to approximation
+    bm25 = BM25Ranker([first.corpus[i] for i in enc_corpus.ids], show_progress=True) if opts.hybrid else None
     t_shared = time.perf_counter() - t0
     print(f"shared: corpus {len(first.corpus)} documents encoded, linked and indexed ({t_shared:.0f} s): "
           f"{report_index}")
@@ -228,7 +238,7 @@ async def run_leave_one_out_async(data_dir: Path, opts: LeaveOneOutOptions) -> d
             s = suites[d]
             print(f"\n=== without {d}: {len(s.train)} train examples, eval "
                   f"{', '.join(f'{f}: {len(v)}' for f, v in s.eval.items())}")
-            runs.append(await _run_one(d, s, opts, encoder, enc_corpus, graph, store))
+            runs.append(await _run_one(d, s, opts, encoder, enc_corpus, graph, store, bm25))
             report = _report(runs, opts, len(first.corpus), encoder.name, store.name, t_shared, t_start)
             write_reports(report, opts.out)  # after every run: a long protocol's finished rows are never lost
     finally:

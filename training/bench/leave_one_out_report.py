@@ -4,6 +4,8 @@ Every method's CI is a bootstrap of its mean; its paired CI against the query em
 the same questions for both (the measure of "never below the query beyond the CI": the paired
 CI's upper end is not below 0). ``oracle`` is, per question and per metric, the better of the query
 embedding and the predictor: what a perfect per-question choice between the two would reach.
+``hybrid_predictor`` is also compared with ``hybrid_query`` (paired, the same way): the pipeline a
+user would build from the same parts (:mod:`training.bench.hybrid`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from training.metrics import bootstrap_ci, paired_bootstrap_ci, precision_at_k, 
 __all__ = ["GOAL_X_QUERY", "matrix_markdown", "method_metrics", "write_reports"]
 
 GOAL_X_QUERY = 1.15  # the issue's P@5 goal on every left-out conversational dataset
-ORDER = ("query_baseline", "linear_adapter", "concat_baseline", "predictor", "gate", "oracle")
+GOAL_X_HYBRID = 1.10  # hybrid_predictor P@5 over hybrid_query
+ORDER = ("query_baseline", "linear_adapter", "concat_baseline", "predictor", "gate", "bm25", "hybrid_query",
+         "hybrid_predictor", "oracle")
+_TAIL = 4  # ORDER[_TAIL:] follows the blends
 
 
 def _stats(values: np.ndarray, query: np.ndarray) -> dict[str, Any]:
@@ -37,13 +42,19 @@ def method_metrics(ranked: Mapping[str, Sequence[Sequence[str]]], gold: Sequence
     if "predictor" in per:
         p5, prr = per["predictor"]
         per["oracle"] = (np.maximum(q5, p5), np.maximum(qrr, prr))
-    return {m: {"p@5": _stats(v5, q5), "mrr": _stats(vrr, qrr), "n": len(gold)} for m, (v5, vrr) in per.items()}
+    out: dict[str, Any] = {m: {"p@5": _stats(v5, q5), "mrr": _stats(vrr, qrr), "n": len(gold)}
+                           for m, (v5, vrr) in per.items()}
+    if "hybrid_query" in per and "hybrid_predictor" in per:
+        (h5, hrr), (hp5, hprr) = per["hybrid_query"], per["hybrid_predictor"]
+        for metric, a, b in (("p@5", hp5, h5), ("mrr", hprr, hrr)):
+            out["hybrid_predictor"][metric]["minus_hybrid_query_ci"] = list(paired_bootstrap_ci(a, b))
+    return out
 
 
 def _methods(framing: Mapping[str, Any]) -> list[str]:
     names = [m for m in framing if isinstance(framing[m], dict)]
     blends = sorted(m for m in names if m.startswith("blend_"))
-    return [m for m in ORDER[:4] if m in names] + blends + [m for m in ORDER[4:] if m in names]
+    return [m for m in ORDER[:_TAIL] if m in names] + blends + [m for m in ORDER[_TAIL:] if m in names]
 
 
 def _cell(s: Mapping[str, Any]) -> str:
@@ -77,6 +88,13 @@ def matrix_markdown(report: Mapping[str, Any]) -> str:
                 verdicts.append(f"  [{'FAIL' if harm else 'ok'}] {key} {m}: "
                                 f"{'below the query beyond the CI' if harm else 'not below the query beyond the CI'}"
                                 f"{goal}")
+            if "hybrid_query" in methods and "hybrid_predictor" in methods:
+                hq, hp = methods["hybrid_query"]["p@5"], methods["hybrid_predictor"]["p@5"]
+                xh = hp["mean"] / max(hq["mean"], 1e-9)
+                lo, hi = hp["minus_hybrid_query_ci"]
+                verdicts.append(f"  [{'ok' if xh >= GOAL_X_HYBRID else 'FAIL'}] {key} hybrid_predictor: P@5 "
+                                f"×{xh:.3f} hybrid_query ({'>=' if xh >= GOAL_X_HYBRID else '<'} {GOAL_X_HYBRID}; "
+                                f"paired CI [{lo:+.3f}, {hi:+.3f}])")
             if methods.get("gate_share_query") is not None:
                 verdicts.append(f"  (gate served the query's hits on {methods['gate_share_query']:.0%} of {key})")
     timing = [f"{r['left_out']}: train {r['seconds']['train']:.0f} s ({r['training'].get('steps')} steps, "
