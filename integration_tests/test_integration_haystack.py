@@ -8,10 +8,7 @@ import os
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network here
 
 import asyncio
-import subprocess
-import sys
 import zlib
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,43 +24,16 @@ from haystack_integrations.components.retrievers.qdrant import (
 from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
 from qdrant_client import models
 
-from integration_tests.conftest import REPO
-from prime_retriever import Document, HFTextEncoder, LinkGraph, PredictiveRetriever, PredictorError
-from prime_retriever.backends.inference import EagerPredictor
+from integration_tests.conftest import assert_example_runs
+from prime_retriever import Document, HFTextEncoder, PredictiveRetriever, PredictorError
 from prime_retriever.integrations.haystack import (
     PredictiveQueryEmbedder,
     PrimeDocumentEmbedder,
     PrimeRetriever,
 )
-from tests.prime_retriever.integrations.fixtures import (
-    Conversation,
-    K,
-    assert_same_hits,
-    conversations,
-    hotpot_corpus,
-    linked_predictor,
-    prime_search,
-)
+from tests.prime_retriever.integrations.fixtures import Conversation, K, assert_same_hits, linked_backend, prime_search
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def corpus(prime_data_dir: Path) -> list[Document]:
-    return hotpot_corpus(prime_data_dir)
-
-
-@pytest.fixture(scope="module")
-def convs(prime_data_dir: Path, corpus: list[Document]) -> list[Conversation]:
-    out = conversations(prime_data_dir)
-    graph = LinkGraph.build(corpus)
-    assert all(graph.candidates([*c.context, c.query], []) for c in out)  # link expansion is exercised
-    return out
-
-
-@pytest.fixture(scope="module")
-def encoder() -> HFTextEncoder:
-    return HFTextEncoder()
 
 
 def _haystack_docs(corpus: list[Document]) -> list[HaystackDocument]:
@@ -85,17 +55,38 @@ def _indexing(store: QdrantDocumentStore, encoder: HFTextEncoder, pipeline: Pipe
 def _with_test_predictor(component: PredictiveQueryEmbedder | PrimeRetriever, encoder: HFTextEncoder) -> None:
     """Serve the test's random predictor (no checkpoint at hand): the same weights as the reference."""
     component.use_encoder(encoder)
-    component.use_backend(EagerPredictor(linked_predictor()))
+    component.use_backend(linked_backend())
 
 
-def _query_pipeline(store: QdrantDocumentStore, encoder: HFTextEncoder, pipeline: Pipeline
-                    ) -> PredictiveQueryEmbedder:
+async def _indexed_store(index: str, corpus: list[Document], encoder: HFTextEncoder, *,
+                         use_async: bool = False) -> QdrantDocumentStore:
+    """A store holding ``corpus``, written by a Haystack indexing pipeline (run in a thread, or ``run_async``)."""
+    store = _store(index)
+    indexing = Pipeline()
+    _indexing(store, encoder, indexing)
+    data: dict[str, Any] = {"embedder": {"documents": _haystack_docs(corpus)}}
+    if use_async:
+        await indexing.run_async(data)
+    else:
+        await _thread_run(indexing, data)
+    return store
+
+
+def _full_retriever(store: QdrantDocumentStore, encoder: HFTextEncoder) -> PrimeRetriever:
+    full = PrimeRetriever(document_store=store, top_k=K)
+    _with_test_predictor(full, encoder)
+    return full
+
+
+def _query_pipeline(store: QdrantDocumentStore, encoder: HFTextEncoder) -> tuple[Pipeline, PredictiveQueryEmbedder]:
+    """A stock query pipeline: our query embedder feeding Haystack's own Qdrant embedding retriever."""
+    pipeline = Pipeline()
     embedder = PredictiveQueryEmbedder(document_store=store)
     _with_test_predictor(embedder, encoder)
     pipeline.add_component("embedder", embedder)
     pipeline.add_component("retriever", QdrantEmbeddingRetriever(document_store=store, top_k=K))
     pipeline.connect("embedder.embedding", "retriever.query_embedding")
-    return embedder
+    return pipeline, embedder
 
 
 def _pairs(docs: list[HaystackDocument]) -> list[tuple[str, float]]:
@@ -104,16 +95,11 @@ def _pairs(docs: list[HaystackDocument]) -> list[tuple[str, float]]:
 
 async def test_sync_pipelines_equal_prime_search(corpus: list[Document], convs: list[Conversation],
                                                  encoder: HFTextEncoder) -> None:
-    store = _store("hay_sync")
-    indexing = Pipeline()
-    _indexing(store, encoder, indexing)
-    await _thread_run(indexing, {"embedder": {"documents": _haystack_docs(corpus)}})
+    store = await _indexed_store("hay_sync", corpus, encoder)
     assert store.count_documents() == len(corpus)
-    query = Pipeline()
-    embedder = _query_pipeline(store, encoder, query)
-    full = PrimeRetriever(document_store=store, top_k=K)
-    _with_test_predictor(full, encoder)
-    reference = await prime_search(corpus, encoder, linked_predictor(), convs)
+    query, embedder = _query_pipeline(store, encoder)
+    full = _full_retriever(store, encoder)
+    reference = await prime_search(corpus, encoder, convs)
     try:
         for conv, ref in zip(convs, reference, strict=True):
             out = await _thread_run(query, {"embedder": {"query": conv.query, "context": conv.context}})
@@ -153,15 +139,11 @@ async def _thread_call(fn: object, *args: object) -> dict[str, list[HaystackDocu
 
 async def test_async_pipelines_equal_prime_search(corpus: list[Document], convs: list[Conversation],
                                                   encoder: HFTextEncoder) -> None:
-    store = _store("hay_async")  # local mode: what the async client writes, only the async client sees
-    indexing = Pipeline()
-    _indexing(store, encoder, indexing)
-    await indexing.run_async({"embedder": {"documents": _haystack_docs(corpus)}})
-    query = Pipeline()
-    embedder = _query_pipeline(store, encoder, query)
-    full = PrimeRetriever(document_store=store, top_k=K)
-    _with_test_predictor(full, encoder)
-    reference = await prime_search(corpus, encoder, linked_predictor(), convs)
+    # local mode: what the async client writes, only the async client sees
+    store = await _indexed_store("hay_async", corpus, encoder, use_async=True)
+    query, embedder = _query_pipeline(store, encoder)
+    full = _full_retriever(store, encoder)
+    reference = await prime_search(corpus, encoder, convs)
     try:
         for conv, ref in zip(convs, reference, strict=True):
             out = await query.run_async({"embedder": {"query": conv.query, "context": conv.context}})
@@ -175,16 +157,12 @@ async def test_async_pipelines_equal_prime_search(corpus: list[Document], convs:
 
 async def test_filters_restrict_hits_and_link_expansion(corpus: list[Document], convs: list[Conversation],
                                                         encoder: HFTextEncoder) -> None:
-    store = _store("hay_filter")
-    indexing = Pipeline()
-    _indexing(store, encoder, indexing)
-    await _thread_run(indexing, {"embedder": {"documents": _haystack_docs(corpus)}})
+    store = await _indexed_store("hay_filter", corpus, encoder)
     titles = [corpus[i].title for i in range(0, 40, 2)]
     hay = {"field": "meta.title", "operator": "in", "value": titles}
     prime = models.Filter(must=[models.FieldCondition(key="title", match=models.MatchAny(any=titles))])
-    full = PrimeRetriever(document_store=store, top_k=K)
-    _with_test_predictor(full, encoder)
-    reference = await prime_search(corpus, encoder, linked_predictor(), convs, filter=prime)
+    full = _full_retriever(store, encoder)
+    reference = await prime_search(corpus, encoder, convs, filter=prime)
     try:
         for conv, ref in zip(convs, reference, strict=True):
             docs = (await _thread_call(full.run, conv.query, conv.context, hay))["documents"]
@@ -228,7 +206,7 @@ async def test_hybrid_store_dense_and_fused(corpus: list[Document], convs: list[
     await _thread_run(indexing, {"embedder": {"documents": _haystack_docs(corpus)}})
     embedder = PredictiveQueryEmbedder(document_store=store)
     _with_test_predictor(embedder, encoder)
-    reference = await prime_search(corpus, encoder, linked_predictor(), convs)
+    reference = await prime_search(corpus, encoder, convs)
     dense = QdrantEmbeddingRetriever(document_store=store, top_k=K)
     hybrid = QdrantHybridRetriever(document_store=store, top_k=K)
     try:
@@ -261,8 +239,4 @@ def test_serialisation_round_trip_and_prepare(encoder: HFTextEncoder) -> None:
 
 
 def test_example_runs() -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HAYSTACK_TELEMETRY_ENABLED": "False"}
-    r = subprocess.run([sys.executable, str(REPO / "examples" / "haystack_example.py")], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "predicted" in r.stdout
+    assert_example_runs("haystack_example.py", HAYSTACK_TELEMETRY_ENABLED="False")

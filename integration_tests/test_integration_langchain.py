@@ -4,10 +4,6 @@ our retriever, gives exactly ``PredictiveRetriever.search`` over prime's own sto
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from langchain_core.chat_history import InMemoryChatMessageHistory
@@ -16,43 +12,16 @@ from langchain_qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient, models
 from qdrant_client.models import Distance, VectorParams
 
-from integration_tests.conftest import REPO
-from prime_retriever import Document, HFTextEncoder, LinkGraph, PredictiveRetriever, PredictorError
-from prime_retriever.backends.inference import EagerPredictor
+from integration_tests.conftest import assert_example_runs
+from prime_retriever import Document, HFTextEncoder, PredictiveRetriever, PredictorError
 from prime_retriever.integrations.foreign_retriever import open_foreign_retriever
 from prime_retriever.integrations.foreign_store import ForeignCollectionError
 from prime_retriever.integrations.langchain import PrimeEmbeddings, PrimeLangChainRetriever, foreign_store, page_content
 from prime_retriever.integrations.retriever_thread import RetrieverThread
 from prime_retriever.stores.base import point_id
-from tests.prime_retriever.integrations.fixtures import (
-    Conversation,
-    K,
-    assert_same_hits,
-    conversations,
-    hotpot_corpus,
-    linked_predictor,
-    prime_search,
-)
+from tests.prime_retriever.integrations.fixtures import Conversation, K, assert_same_hits, linked_backend, prime_search
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def corpus(prime_data_dir: Path) -> list[Document]:
-    return hotpot_corpus(prime_data_dir)
-
-
-@pytest.fixture(scope="module")
-def convs(prime_data_dir: Path, corpus: list[Document]) -> list[Conversation]:
-    out = conversations(prime_data_dir)
-    graph = LinkGraph.build(corpus)
-    assert all(graph.candidates([*c.context, c.query], []) for c in out)  # link expansion is exercised
-    return out
-
-
-@pytest.fixture(scope="module")
-def encoder() -> HFTextEncoder:
-    return HFTextEncoder()
 
 
 def _lc_docs(corpus: list[Document]) -> list[LangChainDocument]:
@@ -62,7 +31,7 @@ def _lc_docs(corpus: list[Document]) -> list[LangChainDocument]:
 
 def _retriever(vs: QdrantVectorStore, encoder: HFTextEncoder, **fields: object) -> PrimeLangChainRetriever:
     store = foreign_store(vs)
-    backend = EagerPredictor(linked_predictor())
+    backend = linked_backend()
     thread = RetrieverThread(lambda: open_foreign_retriever(store, encoder=encoder, backend=backend))
     return PrimeLangChainRetriever(thread=thread, k=K, **fields)
 
@@ -80,7 +49,7 @@ async def test_sync_and_async_equal_prime_search(corpus: list[Document], convs: 
     client.create_collection("lc_async", vectors_config=VectorParams(size=384, distance=Distance.COSINE))
     async_vs = QdrantVectorStore(client, "lc_async", PrimeEmbeddings(encoder))
     await async_vs.aadd_documents(docs, ids=[point_id(d.id) for d in corpus])
-    reference = await prime_search(corpus, encoder, linked_predictor(), convs)
+    reference = await prime_search(corpus, encoder, convs)
     history = InMemoryChatMessageHistory()
     sync_r = _retriever(sync_vs, encoder, chat_history=history)
     async_r = _retriever(async_vs, encoder)
@@ -111,7 +80,7 @@ async def test_filter_and_prepare(corpus: list[Document], convs: list[Conversati
     titles = [corpus[i].title for i in range(0, 40, 2)]
     ours = models.Filter(must=[models.FieldCondition(key="metadata.title", match=models.MatchAny(any=titles))])
     theirs = models.Filter(must=[models.FieldCondition(key="title", match=models.MatchAny(any=titles))])
-    reference = await prime_search(corpus, encoder, linked_predictor(), convs, filter=theirs)
+    reference = await prime_search(corpus, encoder, convs, filter=theirs)
     r = _retriever(vs, encoder, filter=ours, session_id="s1")
     try:
         for conv, ref in zip(convs, reference, strict=True):
@@ -134,7 +103,7 @@ async def test_foreign_collection_errors(encoder: HFTextEncoder) -> None:
                                       location=":memory:", collection_name="lc_bare")
     store = foreign_store(vs)
     with pytest.raises(ForeignCollectionError, match="title"):  # link expansion needs titles
-        await open_foreign_retriever(store, encoder=encoder, backend=EagerPredictor(linked_predictor()))
+        await open_foreign_retriever(store, encoder=encoder, backend=linked_backend())
     rt = await open_foreign_retriever(store, encoder=encoder)  # a predictor without link expansion serves it
     with pytest.raises(ForeignCollectionError, match="read-only"):
         await store.upsert(["x"], [[1.0] * 384], [{}])
@@ -146,8 +115,4 @@ async def test_foreign_collection_errors(encoder: HFTextEncoder) -> None:
 
 
 def test_example_runs() -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, str(REPO / "examples" / "langchain_example.py")], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "predicted" in r.stdout
+    assert_example_runs("langchain_example.py")

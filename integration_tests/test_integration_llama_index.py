@@ -4,11 +4,7 @@ gives exactly ``PredictiveRetriever.search`` over prime's own store of the same 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from llama_index.core import StorageContext, VectorStoreIndex
@@ -23,9 +19,8 @@ from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
-from integration_tests.conftest import REPO
-from prime_retriever import Document, HFTextEncoder, LinkGraph, PredictiveRetriever, PredictorError
-from prime_retriever.backends.inference import EagerPredictor
+from integration_tests.conftest import assert_example_runs
+from prime_retriever import Document, HFTextEncoder, PredictiveRetriever, PredictorError
 from prime_retriever.integrations.foreign_retriever import open_foreign_retriever
 from prime_retriever.integrations.llama_index import (
     PredictiveEmbeddingRetriever,
@@ -35,36 +30,9 @@ from prime_retriever.integrations.llama_index import (
     text_node,
 )
 from prime_retriever.integrations.retriever_thread import RetrieverThread
-from tests.prime_retriever.integrations.fixtures import (
-    Conversation,
-    K,
-    assert_same_hits,
-    conversations,
-    hotpot_corpus,
-    linked_predictor,
-    prime_search,
-)
+from tests.prime_retriever.integrations.fixtures import Conversation, K, assert_same_hits, linked_backend, prime_search
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def corpus(prime_data_dir: Path) -> list[Document]:
-    return hotpot_corpus(prime_data_dir)
-
-
-@pytest.fixture(scope="module")
-def convs(prime_data_dir: Path, corpus: list[Document]) -> list[Conversation]:
-    out = conversations(prime_data_dir)
-    graph = LinkGraph.build(corpus)
-    # the comparison means something only if link expansion reaches the predictor
-    assert all(graph.candidates([*c.context, c.query], []) for c in out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def encoder() -> HFTextEncoder:
-    return HFTextEncoder()
 
 
 def _ids(nodes: list[NodeWithScore]) -> list[tuple[str, float]]:
@@ -73,7 +41,7 @@ def _ids(nodes: list[NodeWithScore]) -> list[tuple[str, float]]:
 
 def _thread(vs: QdrantVectorStore, encoder: HFTextEncoder, *, use_async: bool = False) -> RetrieverThread:
     store = foreign_store(vs, use_async=use_async)
-    backend = EagerPredictor(linked_predictor())
+    backend = linked_backend()
     return RetrieverThread(lambda: open_foreign_retriever(store, encoder=encoder, backend=backend))
 
 
@@ -96,7 +64,7 @@ async def test_sync_paths_equal_prime_search(sync_index: tuple[VectorStoreIndex,
                                              corpus: list[Document], convs: list[Conversation],
                                              encoder: HFTextEncoder) -> None:
     index, vs = sync_index
-    reference = await prime_search(corpus, encoder, linked_predictor(), convs)
+    reference = await prime_search(corpus, encoder, convs)
     full = PrimeLlamaRetriever(_thread(vs, encoder), k=K)
     embed = PredictiveEmbeddingRetriever(VectorIndexRetriever(index, similarity_top_k=K), _thread(vs, encoder))
     try:
@@ -125,7 +93,7 @@ async def test_async_paths_equal_prime_search(corpus: list[Document], convs: lis
     await IngestionPipeline(transformations=[PrimeEmbedding(encoder)], vector_store=vs).arun(
         nodes=[text_node(d) for d in corpus])
     index = VectorStoreIndex.from_vector_store(vs, embed_model=PrimeEmbedding(encoder))
-    reference = await prime_search(corpus, encoder, linked_predictor(), convs)
+    reference = await prime_search(corpus, encoder, convs)
     full = PrimeLlamaRetriever(_thread(vs, encoder, use_async=True), k=K)
     embed = PredictiveEmbeddingRetriever(VectorIndexRetriever(index, similarity_top_k=K),
                                          _thread(vs, encoder, use_async=True))
@@ -147,7 +115,7 @@ async def test_stock_metadata_filters_keep_working(sync_index: tuple[VectorStore
     title = corpus[3].title
     flt = MetadataFilters(filters=[MetadataFilter(key="title", value=title)])
     qflt = models.Filter(must=[models.FieldCondition(key="title", match=models.MatchValue(value=title))])
-    reference = await prime_search(corpus, encoder, linked_predictor(), convs[:2], filter=qflt)
+    reference = await prime_search(corpus, encoder, convs[:2], filter=qflt)
     embed = PredictiveEmbeddingRetriever(VectorIndexRetriever(index, similarity_top_k=K, filters=flt),
                                          _thread(vs, encoder), filter=qflt)
     try:
@@ -160,43 +128,42 @@ async def test_stock_metadata_filters_keep_working(sync_index: tuple[VectorStore
         embed.close()
 
 
-def test_memory_turns_and_prepare(sync_index: tuple[VectorStoreIndex, QdrantVectorStore],
-                                  convs: list[Conversation], encoder: HFTextEncoder) -> None:
-
-    _, vs = sync_index
-    memory = ChatMemoryBuffer.from_defaults()
-    full = PrimeLlamaRetriever(_thread(vs, encoder), k=K, memory=memory, session_id="s1")
-    try:
-        with pytest.raises(PredictorError):
-            full.prepare_soon()  # nothing said yet
-        memory.put(ChatMessage(role=MessageRole.USER, content=convs[0].context[0].removeprefix("user: ")))
-        memory.put(ChatMessage(role=MessageRole.ASSISTANT, content="What would you like to know?"))
-        assert full.history() == convs[0].context
-        prepared = full.prepare_soon().result(timeout=120)
-        assert prepared.source == "predicted"
-        assert full.thread.call(_has_session)
-        assert len(full.retrieve(convs[0].query)) == K
-    finally:
-        full.close()
-
-
-def test_a_chat_engine_prepares_between_turns(sync_index: tuple[VectorStoreIndex, QdrantVectorStore],
-                                              convs: list[Conversation], encoder: HFTextEncoder) -> None:
-
+@pytest.fixture
+def with_memory(sync_index: tuple[VectorStoreIndex, QdrantVectorStore],
+                encoder: HFTextEncoder) -> Iterator[tuple[PrimeLlamaRetriever, ChatMemoryBuffer]]:
+    """Our retriever over the synced index, reading its conversation from a chat memory (session "s1")."""
     _, vs = sync_index
     memory = ChatMemoryBuffer.from_defaults()
     retriever = PrimeLlamaRetriever(_thread(vs, encoder), k=K, memory=memory, session_id="s1")
+    yield retriever, memory
+    retriever.close()
+
+
+def test_memory_turns_and_prepare(with_memory: tuple[PrimeLlamaRetriever, ChatMemoryBuffer],
+                                  convs: list[Conversation]) -> None:
+    full, memory = with_memory
+    with pytest.raises(PredictorError):
+        full.prepare_soon()  # nothing said yet
+    memory.put(ChatMessage(role=MessageRole.USER, content=convs[0].context[0].removeprefix("user: ")))
+    memory.put(ChatMessage(role=MessageRole.ASSISTANT, content="What would you like to know?"))
+    assert full.history() == convs[0].context
+    prepared = full.prepare_soon().result(timeout=120)
+    assert prepared.source == "predicted"
+    assert full.thread.call(_has_session)
+    assert len(full.retrieve(convs[0].query)) == K
+
+
+def test_a_chat_engine_prepares_between_turns(with_memory: tuple[PrimeLlamaRetriever, ChatMemoryBuffer],
+                                              convs: list[Conversation]) -> None:
+    retriever, memory = with_memory
     engine = CondensePlusContextChatEngine.from_defaults(retriever=retriever, llm=MockLLM(max_tokens=8), memory=memory)
-    try:
-        first = engine.chat(convs[0].context[0].removeprefix("user: "))
-        assert {n.node.metadata["prime_source"] for n in first.source_nodes} == {"predicted"}
-        # the turn has ended: warm the cache from the conversation so far, before the next message
-        assert len(retriever.history()) == 2
-        assert retriever.prepare_soon().result(timeout=120).source == "predicted"
-        assert retriever.thread.call(_has_session)
-        assert len(engine.chat(convs[0].query).source_nodes) == K
-    finally:
-        retriever.close()
+    first = engine.chat(convs[0].context[0].removeprefix("user: "))
+    assert {n.node.metadata["prime_source"] for n in first.source_nodes} == {"predicted"}
+    # the turn has ended: warm the cache from the conversation so far, before the next message
+    assert len(retriever.history()) == 2
+    assert retriever.prepare_soon().result(timeout=120).source == "predicted"
+    assert retriever.thread.call(_has_session)
+    assert len(engine.chat(convs[0].query).source_nodes) == K
 
 
 async def _has_session(rt: PredictiveRetriever) -> bool:
@@ -204,8 +171,4 @@ async def _has_session(rt: PredictiveRetriever) -> bool:
 
 
 def test_example_runs() -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, str(REPO / "examples" / "llama_index_example.py")], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "predicted" in r.stdout
+    assert_example_runs("llama_index_example.py")

@@ -1,5 +1,6 @@
 """Shared by the framework integration tests: a small real HotpotQA corpus, conversations, a random
-predictor with link expansion, and ``PredictiveRetriever.search`` over prime's own store of the corpus."""
+predictor with link expansion, and ``PredictiveRetriever.search`` over prime's own store of the corpus;
+and, for the component tests, a tiny linked corpus (``DICE_DOCS``) with a conversation that names it."""
 
 from __future__ import annotations
 
@@ -17,9 +18,28 @@ from prime_retriever.model.random_predictor import random_predictor
 from prime_retriever.retrieval.link_graph import LinkExpansion
 from prime_retriever.stores.qdrant import QdrantStore
 
-__all__ = ["Conversation", "assert_same_hits", "conversations", "hotpot_corpus", "linked_predictor", "prime_search"]
+__all__ = [
+    "DICE_CONTEXT",
+    "DICE_DOCS",
+    "Conversation",
+    "K",
+    "assert_same_hits",
+    "conversations",
+    "hotpot_corpus",
+    "linked_backend",
+    "linked_predictor",
+    "prime_search",
+]
 
 K = 8
+
+# a tiny corpus whose titles link each document to the next, and a conversation naming its first title
+DICE_DOCS = [
+    Document("demon", "Demon Dice is a collectible dice game created by Lester Smith.", "Demon Dice"),
+    Document("smith", "Lester Smith designed Dragon Dice for TSR.", "Lester Smith"),
+    Document("dragon", "Dragon Dice is a dice game published by TSR in 1995.", "Dragon Dice"),
+]
+DICE_CONTEXT = ["user: I played Demon Dice.", "assistant: What would you like to know?"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +79,18 @@ def linked_predictor() -> EmbeddingPredictor:
     return random_predictor(384, seed=0, perturb=0.05, link_candidates=3, max_context_length=8)
 
 
+def linked_backend() -> EagerPredictor:
+    """``linked_predictor`` served eagerly: the backend the framework components get (no checkpoint at hand)."""
+    return EagerPredictor(linked_predictor())
+
+
 async def prime_search(
-    docs: Sequence[Document], encoder: TextEncoder, model: EmbeddingPredictor, convs: Sequence[Conversation],
+    docs: Sequence[Document], encoder: TextEncoder, convs: Sequence[Conversation],
     *, k: int = K, filter: models.Filter | None = None,
 ) -> list[SearchResult]:
-    """``PredictiveRetriever.search`` for each conversation, over prime's own in-memory store of ``docs``."""
+    """``PredictiveRetriever.search`` with ``linked_predictor`` for each conversation, over prime's own
+    in-memory store of ``docs``: the reference every framework path must equal."""
+    model = linked_predictor()
     graph = LinkGraph.build(docs)
     expansion = LinkExpansion.for_config(model.config, graph)
     store = QdrantStore("reference", location=":memory:")

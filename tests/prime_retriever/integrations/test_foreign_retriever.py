@@ -21,14 +21,10 @@ from prime_retriever.integrations.foreign_store import ForeignCollectionError, F
 from prime_retriever.integrations.payload_schema import langchain_schema
 from prime_retriever.integrations.retriever_thread import RetrieverThread
 from prime_retriever.model.random_predictor import random_predictor
+from tests.prime_retriever.integrations.fixtures import DICE_CONTEXT as CONTEXT
+from tests.prime_retriever.integrations.fixtures import DICE_DOCS
 
-DOCS = [
-    Document("demon", "Demon Dice is a collectible dice game created by Lester Smith.", "Demon Dice"),
-    Document("smith", "Lester Smith designed Dragon Dice for TSR.", "Lester Smith"),
-    Document("dragon", "Dragon Dice is a dice game published by TSR in 1995.", "Dragon Dice"),
-    Document("tsr", "TSR was an American game publisher.", "TSR"),
-]
-CONTEXT = ["user: I played Demon Dice.", "assistant: What would you like to know?"]
+DOCS = [*DICE_DOCS, Document("tsr", "TSR was an American game publisher.", "TSR")]
 
 
 def _store(encoder: TextEncoder, *, titles: bool = True, texts: bool = True) -> ForeignQdrantStore:

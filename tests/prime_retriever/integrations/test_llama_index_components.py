@@ -11,7 +11,7 @@ from llama_index.core.retrievers import VectorIndexRetriever
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import AsyncQdrantClient, QdrantClient
 
-from prime_retriever import Document, PredictorError, TextEncoder
+from prime_retriever import PredictorError, TextEncoder
 from prime_retriever.integrations.llama_index import (
     PredictiveEmbeddingRetriever,
     PrimeEmbedding,
@@ -19,13 +19,8 @@ from prime_retriever.integrations.llama_index import (
     foreign_store,
     text_node,
 )
-
-DOCS = [
-    Document("demon", "Demon Dice is a collectible dice game created by Lester Smith.", "Demon Dice"),
-    Document("smith", "Lester Smith designed Dragon Dice for TSR.", "Lester Smith"),
-    Document("dragon", "Dragon Dice is a dice game published by TSR in 1995.", "Dragon Dice"),
-]
-CONTEXT = ["user: I played Demon Dice.", "assistant: What would you like to know?"]
+from tests.prime_retriever.integrations.fixtures import DICE_CONTEXT as CONTEXT
+from tests.prime_retriever.integrations.fixtures import DICE_DOCS as DOCS
 
 
 @pytest.fixture(scope="module")

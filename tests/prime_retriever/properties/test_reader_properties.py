@@ -12,9 +12,9 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -31,6 +31,7 @@ from prime_retriever.text.documents import Document
 from prime_retriever.text.jsonl import iter_jsonl, surrogate_path
 from training.data.generic import read_examples
 
+T = TypeVar("T")
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 any_text = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=20)
@@ -70,15 +71,21 @@ def _valid(obj: Any) -> bool:
     return surrogate_path(obj) is None
 
 
+def _read_or_data_error(path: Path, content: bytes, read: Callable[[Path], T]) -> T | None:
+    """Write ``content`` to ``path`` and read it: the records, or None after a DataError naming the file."""
+    path.write_bytes(content)
+    try:
+        return read(path)
+    except DataError as exc:
+        assert str(path) in str(exc)
+        return None
+
+
 @SETTINGS
 @given(content=files())
 def test_iter_jsonl_gives_data_errors_or_unicode_objects(scratch: Path, content: bytes) -> None:
-    p = scratch / "f.jsonl"
-    p.write_bytes(content)
-    try:
-        rows = list(iter_jsonl(p))
-    except DataError as exc:
-        assert str(p) in str(exc)
+    rows = _read_or_data_error(scratch / "f.jsonl", content, lambda p: list(iter_jsonl(p)))
+    if rows is None:
         return
     assert all(isinstance(n, int) and isinstance(o, dict) and _valid(o) for n, o in rows)
 
@@ -86,12 +93,8 @@ def test_iter_jsonl_gives_data_errors_or_unicode_objects(scratch: Path, content:
 @SETTINGS
 @given(content=files())
 def test_read_corpus_gives_data_errors_or_documents(scratch: Path, content: bytes) -> None:
-    p = scratch / "corpus.jsonl"
-    p.write_bytes(content)
-    try:
-        docs = read_corpus_jsonl(p)
-    except DataError as exc:
-        assert str(p) in str(exc)
+    docs = _read_or_data_error(scratch / "corpus.jsonl", content, read_corpus_jsonl)
+    if docs is None:
         return
     assert all(isinstance(d, Document) and d.id and d.text.strip() for d in docs)
     assert len({d.id for d in docs}) == len(docs)
@@ -101,13 +104,9 @@ def test_read_corpus_gives_data_errors_or_documents(scratch: Path, content: byte
 @SETTINGS
 @given(content=files())
 def test_read_examples_gives_data_errors_or_examples(scratch: Path, content: bytes) -> None:
-    p = scratch / "examples.jsonl"
-    p.write_bytes(content)
     corpus = {i: Document(id=i, text="t") for i in ("d0", "d1")}
-    try:
-        examples = read_examples(p, corpus)
-    except DataError as exc:
-        assert str(p) in str(exc)
+    examples = _read_or_data_error(scratch / "examples.jsonl", content, lambda p: read_examples(p, corpus))
+    if examples is None:
         return
     for ex in examples:
         assert ex.query.strip() and ex.context and set(ex.positive_ids) <= set(corpus)

@@ -18,7 +18,6 @@ from prime_retriever.retrieval.requests import Outcome, Request
 from prime_retriever.retrieval.retriever import PredictiveRetriever
 from prime_retriever.stores.edge import EdgeStore
 from tests.prime_retriever.retrieval.test_retriever import (
-    embedding_cache_dir,
     encode_cached,
     hotpot_sample,
     populated_store,
@@ -27,11 +26,6 @@ from tests.prime_retriever.retrieval.test_retriever import (
 )
 
 BAD = "bad \udcff query"  # a lone surrogate: not valid Unicode, the tokenizer cannot encode it
-
-
-@pytest.fixture
-def cache_root(pytestconfig: pytest.Config) -> Path:
-    return embedding_cache_dir(pytestconfig)
 
 
 async def test_a_text_that_is_not_unicode_is_refused_at_entry_and_fails_no_other_search(cache_root: Path) -> None:

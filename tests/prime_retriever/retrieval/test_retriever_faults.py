@@ -34,7 +34,6 @@ from prime_retriever.stores.retry import RetryPolicy
 from prime_retriever.text.embedding_cache import CachedEncoder
 from tests.prime_retriever.retrieval.test_retriever import (
     assert_same_hits,
-    embedding_cache_dir,
     encode_cached,
     hotpot_sample,
     populated_store,
@@ -142,11 +141,6 @@ class FailingBackend:
 
     def warmup(self) -> None:
         pass
-
-
-@pytest.fixture
-def cache_root(pytestconfig: pytest.Config) -> Path:
-    return embedding_cache_dir(pytestconfig)
 
 
 async def _retriever(cache_root: Path, **kw: Any) -> tuple[PredictiveRetriever, WrappedStore]:
