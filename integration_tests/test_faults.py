@@ -38,6 +38,7 @@ from prime_retriever.retrieval.retriever import PredictiveRetriever
 from prime_retriever.stores.base import ScoredDoc, StoreUnavailableError, VectorStore
 from prime_retriever.stores.open import open_store
 from prime_retriever.stores.retry import RetryPolicy
+from prime_retriever.text.bm25 import SparseVector
 from prime_retriever.text.documents import Document
 from tests.prime_retriever.retrieval.test_retriever import shared_encoder, small_predictor
 
@@ -75,22 +76,24 @@ class DyingStore:
                 await self.inner.close()  # the real store goes away: later calls hit a closed client/shard
             raise StoreUnavailableError(f"{self.inner.name} is gone")
 
-    async def ensure_collection(self, dim: int, encoder_name: str) -> None:
-        await self.inner.ensure_collection(dim, encoder_name)
+    async def ensure_collection(self, dim: int, encoder_name: str, *, sparse: bool = False) -> None:
+        await self.inner.ensure_collection(dim, encoder_name, sparse=sparse)
 
-    async def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Mapping[str, Any]]) -> None:
-        await self.inner.upsert(ids, vectors, payloads)
+    async def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Mapping[str, Any]], *,
+                     sparse: Sequence[SparseVector] | None = None) -> None:
+        await self.inner.upsert(ids, vectors, payloads, sparse=sparse)
 
     async def search(self, vector: npt.ArrayLike, k: int, filter: models.Filter | None = None,
-                     exclude_ids: Sequence[str] = ()) -> list[ScoredDoc]:
+                     exclude_ids: Sequence[str] = (), *, sparse: SparseVector | None = None) -> list[ScoredDoc]:
         await self._gate()
-        return await self.inner.search(vector, k, filter=filter, exclude_ids=exclude_ids)
+        return await self.inner.search(vector, k, filter=filter, exclude_ids=exclude_ids, sparse=sparse)
 
     async def search_batch(self, vectors: npt.ArrayLike, k: int,
                            filters: Sequence[models.Filter | None] | None = None,
-                           exclude_ids: Sequence[Sequence[str]] | None = None) -> list[list[ScoredDoc]]:
+                           exclude_ids: Sequence[Sequence[str]] | None = None, *,
+                           sparse: Sequence[SparseVector | None] | None = None) -> list[list[ScoredDoc]]:
         await self._gate()
-        return await self.inner.search_batch(vectors, k, filters=filters, exclude_ids=exclude_ids)
+        return await self.inner.search_batch(vectors, k, filters=filters, exclude_ids=exclude_ids, sparse=sparse)
 
     async def count(self) -> int:
         return await self.inner.count()

@@ -1,6 +1,6 @@
 """``prime-retriever index``: encode a corpus and index it into Qdrant (local, edge or server).
 
-    prime-retriever index --corpus corpus.jsonl --store local|edge|URL [--path DIR] [--collection NAME]
+    prime-retriever index --corpus corpus.jsonl --store local|edge|URL [--path DIR] [--collection NAME] [--hybrid]
 
 where ``corpus.jsonl`` holds one ``{"id", "text", "title"}`` object a line.
 """
@@ -18,6 +18,7 @@ from prime_retriever.cli.arg_types import positive_int
 from prime_retriever.errors import DataError
 from prime_retriever.retrieval.indexing import IndexReport, index_documents
 from prime_retriever.stores.open import open_store
+from prime_retriever.text.bm25 import Bm25Encoder
 from prime_retriever.text.corpus import read_corpus_jsonl
 from prime_retriever.text.embedding_cache import CachedEncoder, EmbeddingCache
 from prime_retriever.text.encoders import TextEncoder
@@ -37,6 +38,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                              "eager, onnx-fp32, onnx-int8, bge-small-en-v1.5, e5-small-v2 or a model folder")
     parser.add_argument("--cache-dir", default=None, help="embedding cache directory (default: the user cache)")
     parser.add_argument("--no-cache", action="store_true", help="do not cache embeddings on disk")
+    parser.add_argument("--hybrid", action="store_true",
+                        help="also store BM25 sparse vectors, for PredictiveRetriever(..., hybrid=True)")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="documents per encode+upsert step")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -62,12 +65,13 @@ async def _run(args: argparse.Namespace) -> IndexReport:
     spec = _store_spec(args)
     docs = read_corpus_jsonl(args.corpus)
     encoder: TextEncoder = load_encoder(args.encoder)
+    bm25 = Bm25Encoder() if args.hybrid else None
     if not args.no_cache:
         encoder = CachedEncoder(encoder, EmbeddingCache(args.cache_dir))
     store = open_store(spec, path=args.path, collection=args.collection, api_key=args.api_key)
     async with store:
         return await index_documents(store, docs, encoder=encoder, batch_size=args.batch_size,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, bm25=bm25)
 
 
 def run_cli(args: argparse.Namespace) -> int:

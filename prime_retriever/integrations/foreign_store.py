@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from prime_retriever import Document, ScoredDoc, StoreError, StoreUnavailableError
 from prime_retriever.integrations.payload_schema import PayloadSchema, PointId
 from prime_retriever.stores.base import StoreBase, as_matrix, as_query_vector, check_doc_ids, check_k, per_row, point_id
+from prime_retriever.text.bm25 import SparseVector
 
 __all__ = ["ForeignCollectionError", "ForeignQdrantStore"]
 
@@ -126,8 +127,14 @@ class ForeignQdrantStore(StoreBase):
 
     # -- VectorStore -------------------------------------------------------------------------------
 
-    async def ensure_collection(self, dim: int, encoder_name: str) -> None:
-        """Check that the collection exists and its dense vector is ``dim``-d cosine; create nothing."""
+    async def ensure_collection(self, dim: int, encoder_name: str, *, sparse: bool = False) -> None:
+        """Check that the collection exists and its dense vector is ``dim``-d cosine; create nothing.
+        ``sparse`` (hybrid search) is refused: a framework's sparse vectors are not Qdrant-BM25 ones."""
+        if sparse:
+            raise ForeignCollectionError(
+                f"{self.name}: hybrid search runs on collections prime_retriever indexed (their BM25 vectors); "
+                "a foreign collection is searched dense"
+            )
         c = self._client
         if not await self._call("collection_exists", lambda: c.collection_exists(self.collection)):
             raise ForeignCollectionError(f"{self.name}: no such collection (a foreign collection is never created)")
@@ -151,16 +158,25 @@ class ForeignQdrantStore(StoreBase):
             )
         self._dim = dim
 
-    async def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Mapping[str, Any]]) -> None:
+    async def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: npt.ArrayLike,
+        payloads: Sequence[Mapping[str, Any]],
+        *,
+        sparse: Sequence[SparseVector] | None = None,
+    ) -> None:
         """Refused: a foreign collection is written only by its framework."""
         raise ForeignCollectionError(f"{self.name}: read-only; index through the framework that owns the collection")
 
     async def search(
-        self, vector: npt.ArrayLike, k: int, filter: models.Filter | None = None, exclude_ids: Sequence[str] = ()
+        self, vector: npt.ArrayLike, k: int, filter: models.Filter | None = None, exclude_ids: Sequence[str] = (),
+        *,
+        sparse: SparseVector | None = None,
     ) -> list[ScoredDoc]:
         """The ``k`` nearest documents to ``vector`` (D,), best first."""
         q = as_query_vector(vector, self._require_dim(), self.name)  # (D,)
-        return (await self.search_batch(q[None, :], k, [filter], [exclude_ids]))[0]
+        return (await self.search_batch(q[None, :], k, [filter], [exclude_ids], sparse=[sparse]))[0]
 
     async def search_batch(
         self,
@@ -168,11 +184,14 @@ class ForeignQdrantStore(StoreBase):
         k: int,
         filters: Sequence[models.Filter | None] | None = None,
         exclude_ids: Sequence[Sequence[str]] | None = None,
+        *,
+        sparse: Sequence[SparseVector | None] | None = None,
     ) -> list[list[ScoredDoc]]:
-        """One search per row of ``vectors`` (B, D), sent as one ``query_batch_points``."""
+        """One search per row of ``vectors`` (B, D), sent as one ``query_batch_points`` (dense only)."""
         mat = as_matrix(vectors, None, self._require_dim(), self.name)  # (B, D)
         k = check_k(k, self.name)
         b = mat.shape[0]
+        self._query_sparse(sparse, b, hybrid=False)
         flts = per_row(filters, b, "filters", self.name, None)
         rows = per_row(exclude_ids, b, "exclude_ids", self.name, ())
         excl = [check_doc_ids(e, self.name, "exclude_ids") for e in rows]

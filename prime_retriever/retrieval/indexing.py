@@ -6,6 +6,8 @@
   re-run encodes and upserts only the rest.
 * The store's ``ensure_collection`` records the encoder's name and dimension; indexing with
   another encoder raises :class:`~prime_retriever.errors.StoreError`.
+* With ``bm25`` (hybrid search) each document also gets a BM25 sparse vector
+  (:class:`~prime_retriever.text.bm25.Bm25Encoder`) in a collection created to hold them.
 * Encoding runs on a worker thread, batch by batch, under a tqdm progress bar; with
   ``cache_dir`` the embeddings are cached on disk (:class:`~prime_retriever.text.embedding_cache.CachedEncoder`).
 
@@ -31,6 +33,7 @@ from prime_retriever.text.documents import Document
 
 if TYPE_CHECKING:
     from prime_retriever.stores.base import VectorStore
+    from prime_retriever.text.bm25 import Bm25Encoder
     from prime_retriever.text.encoders import TextEncoder
 
 __all__ = ["IndexReport", "index_documents"]
@@ -66,6 +69,7 @@ async def index_documents(
     progress: bool = True,
     on_batch: BatchCallback | None = None,
     optimize: bool = True,
+    bm25: Bm25Encoder | None = None,
 ) -> IndexReport:
     """Encode ``documents`` with ``encoder`` and upsert the ones not yet in ``store``.
 
@@ -81,9 +85,12 @@ async def index_documents(
         optimize: call the store's ``optimize()`` at the end if it has one (Qdrant Edge's HNSW build),
             also when nothing new was indexed (an interrupted run may have stopped before it); the
             build gets no per-call timeout.
+        bm25: for hybrid search: the collection holds BM25 vectors of the same ``encoding_text``
+            (created so, or verified to be).
 
     Raises:
-        StoreError: the collection was built with another encoder or dimension.
+        StoreError: the collection was built with another encoder or dimension, or with(out) BM25
+            vectors where ``bm25`` is (not) given.
         RetrieverError: the store stayed unavailable after the bounded retries.
         EncoderError: the encoder failed.
     """
@@ -95,7 +102,9 @@ async def index_documents(
     t0 = time.perf_counter()
     docs, duplicates = unique_documents(documents)
     name, dim = encoder.name, encoder.dim
-    await call_store(store.name, "ensure_collection", lambda: store.ensure_collection(dim, name), policy)
+    hybrid = bm25 is not None
+    await call_store(store.name, "ensure_collection", lambda: store.ensure_collection(dim, name, sparse=hybrid),
+                     policy)
     ids = [d.id for d in docs]
     present = await call_store(store.name, "existing_ids", lambda: store.existing_ids(ids), policy)
     todo = [d for d in docs if d.id not in present]
@@ -111,7 +120,8 @@ async def index_documents(
             vectors = np.asarray(await loop.run_in_executor(None, encode), dtype=np.float32)  # b × D
             chunk_ids = [d.id for d in chunk]
             payloads = [d.payload() for d in chunk]
-            upsert = functools.partial(store.upsert, chunk_ids, vectors, payloads)
+            sparse = None if bm25 is None else bm25.embed_documents(texts)
+            upsert = functools.partial(store.upsert, chunk_ids, vectors, payloads, sparse=sparse)
             await call_store(store.name, "upsert", upsert, policy)
             batches += 1
             done += len(chunk)

@@ -12,6 +12,10 @@ dim, O = D):
 4. searches whose session was PREPAREd and whose prediction is close to the prepared one are answered
    from the :class:`~prime_retriever.retrieval.predictive_cache.PredictiveCache`;
 5. one ``search_batch`` for the rest (bounded retries); a permanent refusal reaches only its own caller.
+   With hybrid search (``bm25``) a search with a query text sends the BM25 vector of that text beside
+   its predicted vector, and the store fuses the two rankings by RRF; such a search is never answered
+   from the PREPARE cache (PREPARE did not know the query's words), and its confidence is the
+   predictor head's (the score calibration reads cosine scores, not RRF ones).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from prime_retriever.retrieval.requests import FloatArray, Outcome, Request
 from prime_retriever.retrieval.results import HitSource
 from prime_retriever.stores.base import ScoredDoc, VectorStore, point_id
 from prime_retriever.stores.retry import RetryPolicy, call_store
+from prime_retriever.text.bm25 import Bm25Encoder, SparseVector
 from prime_retriever.text.embedding_cache import CachedEncoder, MemoryEmbeddingCache
 from prime_retriever.text.encoders import TextEncoder
 
@@ -57,6 +62,7 @@ class PipelineParts:
     expansion: LinkExpansion | None = None
     score_confidence: ScoreConfidence | None = None
     text_cache_size: int = 4096
+    bm25: Bm25Encoder | None = None  # hybrid search: the query text's BM25 half
 
 
 class BatchPipeline:
@@ -73,6 +79,7 @@ class BatchPipeline:
         self.retry = parts.retry
         self.expansion = parts.expansion
         self.score_confidence = parts.score_confidence
+        self.bm25 = parts.bm25
         self.dim = parts.encoder.dim
         self.executor = executor
         # the text cache: served from memory, never written to disk by the retriever
@@ -199,9 +206,11 @@ class BatchPipeline:
             cands[j] = [c for c in cands[j] if c in allowed]
 
     async def search_rows(
-        self, mat: FloatArray, k: int, filters: list[Any], excl: list[list[str]]
+        self, mat: FloatArray, k: int, filters: list[Any], excl: list[list[str]],
+        sparse: list[SparseVector | None] | None = None,
     ) -> list[list[ScoredDoc] | BaseException]:
-        """One ``search_batch`` for the rows of ``mat`` (S × O); per row, its hits or its error.
+        """One ``search_batch`` for the rows of ``mat`` (S × O) (hybrid where ``sparse`` has a row's BM25
+        query); per row, its hits or its error.
 
         A store that stays down fails every row. A permanent refusal (a :class:`StoreError`, e.g.
         one request's filter the backend cannot run) is retried row by row, so it reaches only the
@@ -210,7 +219,8 @@ class BatchPipeline:
         async def batch(rows: slice) -> list[list[ScoredDoc]]:
             found = await call_store(
                 self.store.name, "search_batch",
-                lambda: self.store.search_batch(mat[rows], k, filters=filters[rows], exclude_ids=excl[rows]),
+                lambda: self.store.search_batch(mat[rows], k, filters=filters[rows], exclude_ids=excl[rows],
+                                                **({} if sparse is None else {"sparse": sparse[rows]})),
                 self.retry,
             )
             n = len(mat[rows])
@@ -274,6 +284,24 @@ class BatchPipeline:
                 results[i] = one
         return emb
 
+    def _sparse_queries(
+        self, reqs: Sequence[Request], live: list[int], results: list[Outcome | BaseException | None]
+    ) -> dict[int, SparseVector]:
+        """The BM25 query vector of each live search and prepare with a query text, by request index (a text
+        the tokenizer cannot take fails its own request only)."""
+        out: dict[int, SparseVector] = {}
+        if self.bm25 is None:
+            return out
+        for i in live:
+            r = reqs[i]  # a prepare's query text is its last turn (the requests module sets it)
+            if r.kind == "predict" or r.query_text is None:
+                continue
+            try:
+                out[i] = self.bm25.embed_query(r.query_text)
+            except Exception as exc:
+                results[i] = exc
+        return out
+
     async def process_batch(self, reqs: Sequence[Request]) -> list[Outcome | BaseException]:
         results: list[Outcome | BaseException | None] = [None] * len(reqs)
         # 1. encode every text of the batch at once
@@ -325,17 +353,20 @@ class BatchPipeline:
         if failed_rows:
             _log.warning("predictor returned %d non-finite prediction(s); falling back to the query embedding",
                          failed_rows)
-        # 3. the PREPARE cache
+        # 3. the BM25 half of hybrid searches, then the PREPARE cache
+        sparse = self._sparse_queries(reqs, live, results)
         to_search: list[int] = []
         for i in live:
             r = reqs[i]
+            if results[i] is not None:  # its query text could not be tokenized
+                continue
             vec, cf, src = vectors[i]
             if src == "fallback":
                 self.fallbacks += 1
             if r.kind == "predict":  # the vector search would send; no cache, no search
                 results[i] = Outcome([], src, cf, vec)
                 continue
-            if r.kind == "search" and r.session_id is not None:
+            if r.kind == "search" and r.session_id is not None and sparse.get(i) is None:
                 docs = None if src == "fallback" else self.cache.lookup(
                     r.session_id, vec, self.depth(r.k), r.filter, r.exclude_ids
                 )
@@ -351,12 +382,15 @@ class BatchPipeline:
             mat = np.stack([vectors[i][0] for i in to_search])  # S × O
             filters = [reqs[i].filter for i in to_search]
             excl = [list(reqs[i].exclude_ids) for i in to_search]
-            for i, docs_or_exc in zip(to_search, await self.search_rows(mat, k_max, filters, excl), strict=True):
+            rows = [sparse.get(i) for i in to_search] if sparse else None
+            found = await self.search_rows(mat, k_max, filters, excl, rows)
+            for i, docs_or_exc in zip(to_search, found, strict=True):
                 if isinstance(docs_or_exc, BaseException):
                     results[i] = docs_or_exc
                 else:
                     vec, cf, src = vectors[i]
-                    score_conf = cf if src == "fallback" else self.confidence(docs_or_exc, cf)
+                    cosine = sparse.get(i) is None  # RRF scores are no cosine scores to calibrate
+                    score_conf = cf if src == "fallback" or not cosine else self.confidence(docs_or_exc, cf)
                     results[i] = Outcome(docs_or_exc, src, score_conf, vec)
         out: list[Outcome | BaseException] = []
         for res in results:

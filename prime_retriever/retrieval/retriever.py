@@ -48,6 +48,7 @@ from prime_retriever.retrieval.results import SearchResult, hits_from
 from prime_retriever.stores.base import VectorStore
 from prime_retriever.stores.open import open_store
 from prime_retriever.stores.retry import RetryPolicy, call_store
+from prime_retriever.text.bm25 import Bm25Encoder
 from prime_retriever.text.corpus import read_corpus_jsonl
 from prime_retriever.text.documents import Document
 from prime_retriever.text.encoders import TextEncoder, check_encoder_dims
@@ -96,6 +97,10 @@ class PredictiveRetriever:
             one (its config's ``link_candidates`` > 0): the linked documents join the context as its
             oldest turns, and the conversation keeps its most recent
             ``max_context_length - max_candidates`` turns.
+        hybrid: hybrid search: the collection also holds BM25 vectors (:meth:`index` writes them),
+            and a search with a query text sends that text's BM25 vector beside the predicted one,
+            fused by RRF in the store (one request; see :mod:`~prime_retriever.retrieval.pipeline` for
+            what changes: no PREPARE-cache answers, the head's confidence).
         score_confidence: the search-score calibration of :attr:`SearchResult.confidence`
             (:class:`~prime_retriever.model.score_confidence.ScoreConfidence`; :meth:`from_config` takes
             the checkpoint's); ``None`` reports the predictor's confidence head instead.
@@ -117,6 +122,7 @@ class PredictiveRetriever:
         owns_store: bool = True,
         expansion: LinkExpansion | None = None,
         score_confidence: ScoreConfidence | None = None,
+        hybrid: bool = False,
     ) -> None:
         check_encoder_dims(encoder, backend.input_dim, backend.output_dim)
         if prepare_k < 1:
@@ -134,6 +140,7 @@ class PredictiveRetriever:
         self.max_context_length = backend.max_context_length
         self.expansion = expansion
         self.score_confidence = score_confidence
+        self.bm25 = Bm25Encoder() if hybrid else None
         if expansion is not None and expansion.max_candidates >= self.max_context_length:
             raise ValueError(
                 f"expansion.max_candidates ({expansion.max_candidates}) must be below the predictor's "
@@ -145,7 +152,7 @@ class PredictiveRetriever:
         # one worker thread for the encoder and the predictor: the loop never runs torch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prime-retriever")
         parts = PipelineParts(backend, encoder, store, self.cache, self.retry, expansion, score_confidence,
-                              text_cache_size)
+                              text_cache_size, self.bm25)
         self._pipeline = BatchPipeline(parts, self._executor)
         self._batcher: MicroBatcher[Request, Outcome] = MicroBatcher(
             self._pipeline.process_batch, max_batch_size=max_batch_size, max_wait_s=batch_wait_s,
@@ -238,7 +245,8 @@ class PredictiveRetriever:
             if not self._ready:
                 await call_store(
                     self.store.name, "ensure_collection",
-                    lambda: self.store.ensure_collection(self.dim, self.encoder.name), self.retry,
+                    lambda: self.store.ensure_collection(self.dim, self.encoder.name, sparse=self.bm25 is not None),
+                    self.retry,
                 )
                 self._ready = True
 
@@ -435,6 +443,7 @@ class PredictiveRetriever:
         docs = read_corpus_jsonl(corpus) if isinstance(corpus, str | os.PathLike) else corpus
         kwargs.setdefault("encoder", self.encoder)
         kwargs.setdefault("retry", self.retry)
+        kwargs.setdefault("bm25", self.bm25)
         report = await index_documents(self.store, docs, **kwargs)
         self._ready = True
         return report

@@ -35,16 +35,20 @@ import numpy as np
 import numpy.typing as npt
 
 from prime_retriever.errors import StoreError
+from prime_retriever.text.bm25 import SparseVector
 
 if TYPE_CHECKING:
     from qdrant_client.models import Filter
 
 __all__ = [
     "DOC_ID_KEY",
+    "HYBRID_PREFETCH",
     "MAX_K",
     "META_MARKER_KEY",
     "META_POINT_ID",
     "POINT_ID_NAMESPACE",
+    "RRF_K",
+    "SPARSE_VECTOR_NAME",
     "ScoredDoc",
     "StoreBase",
     "StoreError",
@@ -55,6 +59,7 @@ __all__ = [
     "as_query_vector",
     "check_doc_ids",
     "check_k",
+    "check_sparse",
     "is_valid_k",
     "point_id",
 ]
@@ -65,6 +70,12 @@ POINT_ID_NAMESPACE: uuid.UUID = uuid.UUID("6f1c2a52-3b0e-5b8e-9d3c-7a1d2e4f5a60"
 DOC_ID_KEY = "doc_id"
 #: Payload key present (with value ``True``) only on the reserved metadata point.
 META_MARKER_KEY = "__prime_retriever_meta__"
+#: Name of the BM25 sparse vector of a hybrid collection (Qdrant's IDF modifier).
+SPARSE_VECTOR_NAME = "bm25"
+#: Hits each half of a hybrid search prefetches before the store fuses them (at least k).
+HYBRID_PREFETCH = 100
+#: RRF's rank constant, 1 / (k + rank): Qdrant's default, the same in local mode, servers and Edge.
+RRF_K = 2
 #: Point id of the reserved metadata point (a uuid5 of a name no doc id can collide with by accident).
 META_POINT_ID: str = str(uuid.uuid5(POINT_ID_NAMESPACE, "\x00prime_retriever/collection-metadata"))
 
@@ -88,32 +99,42 @@ class ScoredDoc:
 
 @dataclass(frozen=True)
 class StoreMeta:
-    """What a collection records about the encoder that built it."""
+    """What a collection records about the encoder that built it, and whether it holds BM25 vectors."""
 
     encoder_name: str
     dim: int
+    sparse: bool = False
 
     def to_payload(self) -> dict[str, Any]:
-        """The metadata point's payload."""
-        return {META_MARKER_KEY: True, "encoder_name": self.encoder_name, "dim": self.dim}
+        """The metadata point's payload (a dense-only collection's is what it was before hybrid search)."""
+        out: dict[str, Any] = {META_MARKER_KEY: True, "encoder_name": self.encoder_name, "dim": self.dim}
+        if self.sparse:
+            out["sparse"] = SPARSE_VECTOR_NAME
+        return out
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any] | None, store_name: str) -> StoreMeta:
         """Parse a metadata point's payload; raise :class:`StoreError` if it is not one."""
         if not payload or payload.get(META_MARKER_KEY) is not True:
             raise StoreError(f"{store_name}: the reserved metadata point is missing its marker: {payload!r}")
-        name, dim = payload.get("encoder_name"), payload.get("dim")
-        if not isinstance(name, str) or not isinstance(dim, int):
+        name, dim, sparse = payload.get("encoder_name"), payload.get("dim"), payload.get("sparse")
+        if not isinstance(name, str) or not isinstance(dim, int) or sparse not in (None, SPARSE_VECTOR_NAME):
             raise StoreError(f"{store_name}: malformed collection metadata: {payload!r}")
-        return cls(encoder_name=name, dim=dim)
+        return cls(encoder_name=name, dim=dim, sparse=sparse is not None)
 
     def check(self, expected: StoreMeta, store_name: str) -> None:
-        """Raise :class:`StoreError` naming both encoders/dims unless ``self`` equals ``expected``."""
-        if self != expected:
+        """Raise :class:`StoreError` naming both encoders/dims (or both layouts) unless ``self`` equals ``expected``."""
+        if (self.encoder_name, self.dim) != (expected.encoder_name, expected.dim):
             raise StoreError(
                 f"{store_name}: collection was built with encoder {self.encoder_name!r} (dim {self.dim}), "
                 f"but encoder {expected.encoder_name!r} (dim {expected.dim}) was requested; "
                 "re-index into a new collection or use the original encoder"
+            )
+        if self.sparse != expected.sparse:
+            have, want = ("holds", "without") if self.sparse else ("holds no", "with")
+            raise StoreError(
+                f"{store_name}: collection {have} BM25 vectors but was opened {want} hybrid search; open it "
+                f"{'with' if self.sparse else 'without'} hybrid, or index into a new collection"
             )
 
 
@@ -191,6 +212,19 @@ def check_doc_ids(ids: object, store_name: str, what: str = "ids") -> list[str]:
     return out
 
 
+def check_sparse(vectors: object, n: int, store_name: str, what: str = "sparse vectors") -> list[SparseVector | None]:
+    """``vectors`` as a list of ``n`` :class:`SparseVector` s (or ``None`` where a row has none)."""
+    if isinstance(vectors, str | bytes) or not isinstance(vectors, Sequence):
+        raise StoreError(f"{store_name}: {what} must be a sequence of SparseVector, got {type(vectors).__name__}")
+    out = list(vectors)
+    if len(out) != n:
+        raise StoreError(f"{store_name}: got {len(out)} {what} for {n} rows")
+    bad = [type(v).__name__ for v in out if v is not None and not isinstance(v, SparseVector)]
+    if bad:
+        raise StoreError(f"{store_name}: {what} must be SparseVector (prime_retriever.text.bm25), got {bad[:3]}")
+    return out
+
+
 @runtime_checkable
 class VectorStore(Protocol):
     """An async store of (doc id, unit vector, payload) triples searched by cosine similarity.
@@ -202,13 +236,22 @@ class VectorStore(Protocol):
     name: str
     """Human-readable identity for error messages, e.g. ``"qdrant-local(:memory:)/docs"``."""
 
-    async def ensure_collection(self, dim: int, encoder_name: str) -> None:
-        """Create the collection (cosine, ``dim``) or verify that an existing one was built by
-        ``encoder_name`` with dimension ``dim``; raise :class:`StoreError` on a mismatch."""
+    async def ensure_collection(self, dim: int, encoder_name: str, *, sparse: bool = False) -> None:
+        """Create the collection (cosine, ``dim``; with a BM25 sparse vector if ``sparse``) or verify
+        that an existing one was built by ``encoder_name`` with dimension ``dim`` and the same
+        ``sparse``; raise :class:`StoreError` on a mismatch."""
         ...
 
-    async def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Mapping[str, Any]]) -> None:
-        """Insert or overwrite documents. ``vectors``: (n, D); ``ids``/``payloads``: length n."""
+    async def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: npt.ArrayLike,
+        payloads: Sequence[Mapping[str, Any]],
+        *,
+        sparse: Sequence[SparseVector] | None = None,
+    ) -> None:
+        """Insert or overwrite documents. ``vectors``: (n, D); ``ids``/``payloads``: length n;
+        ``sparse``: their n BM25 vectors, required by (and only by) a ``sparse`` collection."""
         ...
 
     async def search(
@@ -217,9 +260,13 @@ class VectorStore(Protocol):
         k: int,
         filter: Filter | None = None,
         exclude_ids: Sequence[str] = (),
+        *,
+        sparse: SparseVector | None = None,
     ) -> list[ScoredDoc]:
         """The ``k`` nearest documents to ``vector`` (D,), best first, honouring ``filter`` and
-        skipping ``exclude_ids``."""
+        skipping ``exclude_ids``. With ``sparse`` (a BM25 query vector, ``sparse`` collections only)
+        the search is hybrid: the dense and the sparse nearest are fused by RRF in the store, in one
+        request, and the scores are RRF scores."""
         ...
 
     async def search_batch(
@@ -228,8 +275,10 @@ class VectorStore(Protocol):
         k: int,
         filters: Sequence[Filter | None] | None = None,
         exclude_ids: Sequence[Sequence[str]] | None = None,
+        *,
+        sparse: Sequence[SparseVector | None] | None = None,
     ) -> list[list[ScoredDoc]]:
-        """:meth:`search` for each row of ``vectors`` (B, D); ``filters``/``exclude_ids`` are per row."""
+        """:meth:`search` for each row of ``vectors`` (B, D); ``filters``/``exclude_ids``/``sparse`` are per row."""
         ...
 
     async def count(self) -> int:
@@ -291,6 +340,28 @@ class StoreBase(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release the backend (idempotent)."""
+
+    def _doc_sparse(self, sparse: object, n: int, hybrid: bool) -> list[SparseVector] | None:
+        """An upsert's ``sparse``: its n vectors for a hybrid collection (required there), else ``None``."""
+        if not hybrid:
+            if sparse is not None:
+                raise StoreError(f"{self.name}: BM25 vectors given, but the collection was created without them")
+            return None
+        if sparse is None:
+            raise StoreError(f"{self.name}: the collection holds BM25 vectors: upsert needs sparse= for each document")
+        rows = check_sparse(sparse, n, self.name)
+        if any(v is None for v in rows):
+            raise StoreError(f"{self.name}: every document needs a BM25 vector (an empty one for no terms)")
+        return [v for v in rows if v is not None]
+
+    def _query_sparse(self, sparse: object, b: int, hybrid: bool) -> list[SparseVector | None]:
+        """A search's per-row BM25 query vectors (``None``: a dense search for that row)."""
+        if sparse is None:
+            return [None] * b
+        rows = check_sparse(sparse, b, self.name, "sparse query vectors")
+        if not hybrid and any(v is not None for v in rows):
+            raise StoreError(f"{self.name}: a hybrid search needs a collection with BM25 vectors; index with hybrid")
+        return rows
 
     def _vector_of(self, vector: Any) -> list[float] | None:
         """The dense vector of a record: the unnamed one of a dict of named vectors, else the first."""

@@ -39,7 +39,10 @@ from qdrant_client import models
 from prime_retriever.errors import StoreError
 from prime_retriever.stores.base import (
     DOC_ID_KEY,
+    HYBRID_PREFETCH,
     META_POINT_ID,
+    RRF_K,
+    SPARSE_VECTOR_NAME,
     ScoredDoc,
     StoreBase,
     StoreMeta,
@@ -51,6 +54,8 @@ from prime_retriever.stores.base import (
     point_id,
     ranked,
 )
+from prime_retriever.stores.edge_filter import to_edge_filter
+from prime_retriever.text.bm25 import SparseVector
 from prime_retriever.text.documents import SCOPE_KEY
 
 __all__ = ["EdgeStore", "to_edge_filter"]
@@ -70,67 +75,6 @@ shard.flush()
 shard.close()
 print(changed)
 """
-
-
-def _edge_match(match: Any, key: str) -> qe.MatchValue | qe.MatchAny | qe.MatchExcept:
-    if isinstance(match, models.MatchValue):
-        return qe.MatchValue(match.value)
-    if isinstance(match, models.MatchAny):
-        return qe.MatchAny(list(match.any))  # type: ignore[arg-type]
-    if isinstance(match, models.MatchExcept):
-        return qe.MatchExcept(list(match.except_))  # type: ignore[arg-type]
-    raise StoreError(
-        f"qdrant-edge: unsupported match {type(match).__name__} on field {key!r} "
-        "(supported: MatchValue, MatchAny, MatchExcept)"
-    )
-
-
-def _edge_condition(cond: Any) -> qe.FieldCondition | qe.HasIdCondition | qe.Filter:
-    if isinstance(cond, models.Filter):
-        return to_edge_filter(cond)
-    if isinstance(cond, models.HasIdCondition):
-        return qe.HasIdCondition({str(i) for i in cond.has_id})
-    if isinstance(cond, models.FieldCondition):
-        other = [
-            n
-            for n in ("range", "geo_bounding_box", "geo_radius", "geo_polygon", "values_count", "is_empty")
-            if getattr(cond, n, None) is not None
-        ]
-        if other or cond.match is None:
-            raise StoreError(
-                f"qdrant-edge: unsupported FieldCondition on {cond.key!r} (only match= is translated; "
-                f"got {other or 'no match'})"
-            )
-        return qe.FieldCondition(key=cond.key, match=_edge_match(cond.match, cond.key))
-    raise StoreError(
-        f"qdrant-edge: unsupported filter condition {type(cond).__name__} "
-        "(supported: FieldCondition(match=MatchValue|MatchAny|MatchExcept), HasIdCondition, nested Filter)"
-    )
-
-
-def _conditions(value: Any) -> list[Any] | None:
-    if value is None:
-        return None
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def to_edge_filter(flt: models.Filter) -> qe.Filter:
-    """Translate a ``qdrant_client.models.Filter`` into a ``qdrant_edge.Filter``.
-
-    Supported: ``must`` / ``should`` / ``must_not`` lists (arbitrarily nested) of
-    ``FieldCondition(key, match=MatchValue | MatchAny | MatchExcept)``, ``HasIdCondition`` and
-    ``Filter``. Anything else (ranges, geo, ``min_should``, text match, ...) raises
-    :class:`StoreError`.
-    """
-    if not isinstance(flt, models.Filter):
-        raise StoreError(f"qdrant-edge: filter must be a qdrant_client.models.Filter, got {type(flt)}")
-    if flt.min_should is not None:
-        raise StoreError("qdrant-edge: Filter.min_should is not supported by the edge filter translation")
-    parts: dict[str, list[Any] | None] = {}
-    for clause in ("must", "should", "must_not"):
-        conds = _conditions(getattr(flt, clause))
-        parts[clause] = None if conds is None else [_edge_condition(c) for c in conds]
-    return qe.Filter(must=parts["must"], should=parts["should"], must_not=parts["must_not"])
 
 
 class EdgeStore(StoreBase):
@@ -215,15 +159,26 @@ class EdgeStore(StoreBase):
             raise StoreError(f"{self.name}: {exc}") from exc
         return qe.Filter(must=must, must_not=must_not)
 
-    def _request(self, q: npt.NDArray[np.float32], k: int, flt: qe.Filter) -> qe.QueryRequest:
-        return qe.QueryRequest(
-            limit=check_k(k, self.name),
-            query=qe.Query.Nearest(q.tolist()),
-            filter=flt,
-            with_payload=True,
-            with_vector=False,
-            params=self._params,
-        )
+    def _request(self, q: npt.NDArray[np.float32], k: int, flt: qe.Filter, sparse: SparseVector | None = None
+                 ) -> qe.QueryRequest:
+        """A dense query, or with ``sparse`` a hybrid one: the dense and the BM25 nearest prefetched under
+        ``flt`` and fused by RRF in the engine (the constant Qdrant local mode and servers use)."""
+        k = check_k(k, self.name)
+        if sparse is None:
+            return qe.QueryRequest(limit=k, query=qe.Query.Nearest(q.tolist()), filter=flt, with_payload=True,
+                                   with_vector=False, params=self._params)
+        depth = max(k, HYBRID_PREFETCH)
+        prefetches = [qe.Prefetch(limit=depth, query=qe.Query.Nearest(q.tolist()), filter=flt, params=self._params)]
+        if sparse.indices:  # a query of stop words only has no sparse half
+            sv = qe.SparseVector(list(sparse.indices), list(sparse.values))
+            sparse_query = qe.Query.Nearest(sv, using=SPARSE_VECTOR_NAME)
+            prefetches.append(qe.Prefetch(limit=depth, query=sparse_query, filter=flt))
+        fusion: Any = qe.Fusion.Rrf(k=RRF_K)  # the stub types Fusion's nested classes as not a Fusion
+        return qe.QueryRequest(limit=k, prefetches=prefetches, query=fusion, with_payload=True, with_vector=False)
+
+    @property
+    def _hybrid(self) -> bool:
+        return self._meta is not None and self._meta.sparse
 
     @staticmethod
     def _hits(points: Sequence[qe.ScoredPoint]) -> list[ScoredDoc]:
@@ -285,6 +240,8 @@ class EdgeStore(StoreBase):
     def _create(self, want: StoreMeta) -> qe.EdgeShard:
         config = qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=want.dim, distance=qe.Distance.Cosine),
+            sparse_vectors={SPARSE_VECTOR_NAME: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+            if want.sparse else None,
             hnsw_config=self._hnsw_config,
             optimizers=self._optimizers,
             max_search_threads=self._max_search_threads,
@@ -328,26 +285,33 @@ class EdgeStore(StoreBase):
         ids: Sequence[str],
         mat: npt.NDArray[np.float32],
         payloads: Sequence[Mapping[str, Any]],
+        sparse: Sequence[SparseVector] | None,
     ) -> None:
         # mat: (b, D)
         rows = mat.tolist()
+        vectors: list[Any] = rows if sparse is None else [
+            {"": rows[i], SPARSE_VECTOR_NAME: qe.SparseVector(list(sv.indices), list(sv.values))}
+            for i, sv in enumerate(sparse)
+        ]
         points = [
-            qe.Point(id=point_id(d), vector=rows[i], payload={**payloads[i], DOC_ID_KEY: d}) for i, d in enumerate(ids)
+            qe.Point(id=point_id(d), vector=vectors[i], payload={**payloads[i], DOC_ID_KEY: d})
+            for i, d in enumerate(ids)
         ]
         shard.update(qe.UpdateOperation.upsert_points(points))
 
     # -- VectorStore -------------------------------------------------------------------------------
 
-    async def ensure_collection(self, dim: int, encoder_name: str) -> None:
-        """Open the shard at ``path`` and verify its encoder, or create it (cosine, ``dim``).
+    async def ensure_collection(self, dim: int, encoder_name: str, *, sparse: bool = False) -> None:
+        """Open the shard at ``path`` and verify its encoder, or create it (cosine, ``dim``; with
+        ``sparse`` also a BM25 sparse vector under the IDF modifier).
 
         Raises:
-            StoreError: the existing shard records another encoder name or dimension, or is not
-                a prime_retriever shard.
+            StoreError: the existing shard records another encoder name, dimension or ``sparse``,
+                or is not a prime_retriever shard.
         """
         if dim <= 0:
             raise StoreError(f"{self.name}: dim must be positive, got {dim}")
-        want = StoreMeta(encoder_name=encoder_name, dim=dim)
+        want = StoreMeta(encoder_name=encoder_name, dim=dim, sparse=sparse)
         async with self._open_lock:  # concurrent callers: one opens, the others verify
             if self._shard is not None and self._meta is not None:
                 self._meta.check(want, self.name)  # already open: only verify
@@ -369,10 +333,18 @@ class EdgeStore(StoreBase):
         self._orphan = shard  # until ensure_collection adopts it
         return shard
 
-    async def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Mapping[str, Any]]) -> None:
+    async def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: npt.ArrayLike,
+        payloads: Sequence[Mapping[str, Any]],
+        *,
+        sparse: Sequence[SparseVector] | None = None,
+    ) -> None:
         """Insert or overwrite documents, one engine call per ``upsert_batch_size`` rows.
 
-        ``vectors``: (n, D). The payload stored is ``{**payloads[i], "doc_id": ids[i]}``. After a
+        ``vectors``: (n, D). The payload stored is ``{**payloads[i], "doc_id": ids[i]}``. ``sparse``:
+        the documents' BM25 vectors, for (and only for) a shard created with ``sparse``. After a
         bulk load, call :meth:`optimize` to build the HNSW index.
         """
         shard, dim = self._require()
@@ -380,11 +352,13 @@ class EdgeStore(StoreBase):
         if len(payloads) != len(ids):
             raise StoreError(f"{self.name}: got {len(payloads)} payloads for {len(ids)} ids")
         mat = as_matrix(vectors, len(ids), dim, self.name)  # (n, D)
+        bm25 = self._doc_sparse(sparse, len(ids), self._hybrid)
         for start in range(0, len(ids), self._batch):
             stop = min(start + self._batch, len(ids))
             await self._run(
                 "upsert",
-                functools.partial(self._upsert_batch, shard, ids[start:stop], mat[start:stop], payloads[start:stop]),
+                functools.partial(self._upsert_batch, shard, ids[start:stop], mat[start:stop], payloads[start:stop],
+                                  None if bm25 is None else bm25[start:stop]),
             )
 
     async def optimize(self, *, in_subprocess: bool = True) -> bool:
@@ -454,11 +428,13 @@ class EdgeStore(StoreBase):
         k: int,
         filter: models.Filter | None = None,
         exclude_ids: Sequence[str] = (),
+        *,
+        sparse: SparseVector | None = None,
     ) -> list[ScoredDoc]:
-        """The ``k`` nearest documents to ``vector`` (D,), best first."""
+        """The ``k`` nearest documents to ``vector`` (D,), best first (hybrid with ``sparse``)."""
         shard, dim = self._require()
         q = as_query_vector(vector, dim, self.name)  # (D,)
-        req = self._request(q, k, self._filter(filter, exclude_ids))
+        req = self._request(q, k, self._filter(filter, exclude_ids), self._query_sparse([sparse], 1, self._hybrid)[0])
         return self._hits(await self._run("query", functools.partial(shard.query, req)))
 
     async def search_batch(
@@ -467,6 +443,8 @@ class EdgeStore(StoreBase):
         k: int,
         filters: Sequence[models.Filter | None] | None = None,
         exclude_ids: Sequence[Sequence[str]] | None = None,
+        *,
+        sparse: Sequence[SparseVector | None] | None = None,
     ) -> list[list[ScoredDoc]]:
         """One :meth:`search` per row of ``vectors`` (B, D), run as one planned engine batch."""
         shard, dim = self._require()
@@ -474,9 +452,12 @@ class EdgeStore(StoreBase):
         b = mat.shape[0]
         flts = per_row(filters, b, "filters", self.name, None)
         excl = per_row(exclude_ids, b, "exclude_ids rows", self.name, ())
+        rows = self._query_sparse(sparse, b, self._hybrid)
         if b == 0:
             return []
-        batch = qe.QueryBatchRequest([self._request(mat[i], k, self._filter(flts[i], excl[i])) for i in range(b)])
+        batch = qe.QueryBatchRequest(
+            [self._request(mat[i], k, self._filter(flts[i], excl[i]), rows[i]) for i in range(b)]
+        )
         results = await self._run("query_batch", functools.partial(shard.query_batch, batch))
         return [self._hits(r) for r in results]
 

@@ -35,7 +35,9 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from prime_retriever.errors import StoreError
 from prime_retriever.stores.base import (
     DOC_ID_KEY,
+    HYBRID_PREFETCH,
     META_POINT_ID,
+    SPARSE_VECTOR_NAME,
     ScoredDoc,
     StoreBase,
     StoreMeta,
@@ -48,6 +50,7 @@ from prime_retriever.stores.base import (
     point_id,
     ranked,
 )
+from prime_retriever.text.bm25 import SparseVector
 from prime_retriever.text.documents import SCOPE_KEY
 
 __all__ = ["QdrantStore"]
@@ -187,6 +190,7 @@ class QdrantStore(StoreBase):
         self._replication_factor = replication_factor
         self._batch = upsert_batch_size
         self._dim: int | None = None
+        self._sparse = False  # whether the open collection holds BM25 vectors
         self._closed = False
 
     # -- plumbing ----------------------------------------------------------------------------------
@@ -230,6 +234,26 @@ class QdrantStore(StoreBase):
             return None, k + 1 + len(exclude_ids)
         return self._filter(user, exclude_ids), k
 
+    def _request(
+        self, q: npt.NDArray[np.float32], k: int, user: models.Filter | None, exclude_ids: Sequence[str],
+        sparse: SparseVector | None,
+    ) -> models.QueryRequest:
+        """The query for one row: dense (planned by :meth:`_plan`), or with ``sparse`` a hybrid one, the
+        dense and the BM25 nearest prefetched under the full filter and fused by RRF in the store
+        (``FusionQuery``, whose constant is :data:`~prime_retriever.stores.base.RRF_K` on every server
+        version that has the Query API)."""
+        if sparse is None:
+            flt, limit = self._plan(user, exclude_ids, k)
+            return models.QueryRequest(query=q.tolist(), filter=flt, limit=limit, with_payload=True)
+        flt = self._filter(user, exclude_ids)
+        depth = max(k, HYBRID_PREFETCH)
+        prefetch = [models.Prefetch(query=q.tolist(), filter=flt, limit=depth)]
+        if sparse.indices:  # a query of stop words only has no sparse half
+            sv = models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
+            prefetch.append(models.Prefetch(query=sv, using=SPARSE_VECTOR_NAME, filter=flt, limit=depth))
+        return models.QueryRequest(prefetch=prefetch, query=models.FusionQuery(fusion=models.Fusion.RRF), limit=k,
+                                   with_payload=True)
+
     @staticmethod
     def _hits(points: Sequence[models.ScoredPoint], k: int, exclude_ids: Sequence[str]) -> list[ScoredDoc]:
         skip = set(exclude_ids)
@@ -246,8 +270,9 @@ class QdrantStore(StoreBase):
 
     # -- VectorStore -------------------------------------------------------------------------------
 
-    async def ensure_collection(self, dim: int, encoder_name: str) -> None:
-        """Create the collection (cosine, ``dim``) with its metadata point, or verify an existing one.
+    async def ensure_collection(self, dim: int, encoder_name: str, *, sparse: bool = False) -> None:
+        """Create the collection (cosine, ``dim``; with ``sparse`` also a BM25 sparse vector under Qdrant's
+        IDF modifier) with its metadata point, or verify an existing one.
 
         An existing collection without a metadata point may be one another process is creating at
         this moment: its metadata is awaited for up to :attr:`metadata_wait_s` seconds. After that an
@@ -255,13 +280,15 @@ class QdrantStore(StoreBase):
         adopted; one holding points is refused.
 
         Raises:
-            StoreError: the existing collection records another encoder name or dimension, or
-                was not created by prime_retriever (no metadata point).
+            StoreError: the existing collection records another encoder name, dimension or
+                ``sparse``, or was not created by prime_retriever (no metadata point).
             StoreUnavailableError: the backend is unreachable.
         """
         if dim <= 0:
             raise StoreError(f"{self.name}: dim must be positive, got {dim}")
-        want = StoreMeta(encoder_name=encoder_name, dim=dim)
+        want = StoreMeta(encoder_name=encoder_name, dim=dim, sparse=sparse)
+        sparse_config = {SPARSE_VECTOR_NAME: models.SparseVectorParams(modifier=models.Modifier.IDF)} \
+            if sparse else None
         c = self._client
         exists = await self._call("collection_exists", lambda: c.collection_exists(self.collection))
         if not exists:
@@ -272,6 +299,7 @@ class QdrantStore(StoreBase):
                     lambda: c.create_collection(
                         self.collection,
                         vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                        sparse_vectors_config=sparse_config,
                         shard_number=self._shard_number,
                         replication_factor=self._replication_factor,
                     ),
@@ -312,6 +340,7 @@ class QdrantStore(StoreBase):
                 f"that built it is unknown (wanted {encoder_name!r}, dim {dim}); use another collection"
             )
         self._dim = dim
+        self._sparse = sparse
 
     async def _write_metadata(self, want: StoreMeta) -> None:
         c = self._client
@@ -331,29 +360,52 @@ class QdrantStore(StoreBase):
         info = await self._call("get_collection", lambda: c.get_collection(self.collection))
         params = info.config.params.vectors
         if not isinstance(params, models.VectorParams) or params.size != want.dim \
-                or params.distance != models.Distance.COSINE:
+                or params.distance != models.Distance.COSINE \
+                or (SPARSE_VECTOR_NAME in (info.config.params.sparse_vectors or {})) != want.sparse:
             return False
         await self._write_metadata(want)
         return True
 
-    async def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Mapping[str, Any]]) -> None:
+    async def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: npt.ArrayLike,
+        payloads: Sequence[Mapping[str, Any]],
+        *,
+        sparse: Sequence[SparseVector] | None = None,
+    ) -> None:
         """Insert or overwrite documents in batches of ``upsert_batch_size``.
 
-        ``vectors``: (n, D). The payload stored is ``{**payloads[i], "doc_id": ids[i]}``.
+        ``vectors``: (n, D). The payload stored is ``{**payloads[i], "doc_id": ids[i]}``. ``sparse``:
+        the documents' BM25 vectors, for (and only for) a collection created with ``sparse``.
         """
         dim = self._require_dim()
         ids = check_doc_ids(ids, self.name)
         if len(payloads) != len(ids):
             raise StoreError(f"{self.name}: got {len(payloads)} payloads for {len(ids)} ids")
         mat = as_matrix(vectors, len(ids), dim, self.name)  # (n, D)
+        bm25 = self._doc_sparse(sparse, len(ids), self._sparse)
         c = self._client
         for start in range(0, len(ids), self._batch):
             stop = min(start + self._batch, len(ids))
-            batch = models.Batch(
-                ids=[point_id(d) for d in ids[start:stop]],
-                vectors=mat[start:stop].tolist(),  # (b, D)
-                payloads=[{**payloads[i], DOC_ID_KEY: ids[i]} for i in range(start, stop)],
-            )
+            rows = mat[start:stop].tolist()  # (b, D)
+            batch: models.Batch | list[models.PointStruct]
+            if bm25 is None:
+                batch = models.Batch(
+                    ids=[point_id(d) for d in ids[start:stop]],
+                    vectors=rows,
+                    payloads=[{**payloads[i], DOC_ID_KEY: ids[i]} for i in range(start, stop)],
+                )
+            else:
+                batch = [
+                    models.PointStruct(
+                        id=point_id(ids[i]),
+                        vector={"": rows[i - start], SPARSE_VECTOR_NAME: models.SparseVector(
+                            indices=list(bm25[i].indices), values=list(bm25[i].values))},
+                        payload={**payloads[i], DOC_ID_KEY: ids[i]},
+                    )
+                    for i in range(start, stop)
+                ]
             await self._call("upsert", functools.partial(c.upsert, self.collection, points=batch, wait=True))
 
     async def search(
@@ -362,17 +414,20 @@ class QdrantStore(StoreBase):
         k: int,
         filter: models.Filter | None = None,
         exclude_ids: Sequence[str] = (),
+        *,
+        sparse: SparseVector | None = None,
     ) -> list[ScoredDoc]:
-        """The ``k`` nearest documents to ``vector`` (D,), best first."""
+        """The ``k`` nearest documents to ``vector`` (D,), best first (hybrid with ``sparse``)."""
         dim = self._require_dim()
         q = as_query_vector(vector, dim, self.name)  # (D,)
         k = check_k(k, self.name)
         exclude_ids = check_doc_ids(exclude_ids, self.name, "exclude_ids")
-        flt, limit = self._plan(filter, exclude_ids, k)
+        req = self._request(q, k, filter, exclude_ids, self._query_sparse([sparse], 1, self._sparse)[0])
         c = self._client
         resp = await self._call(
             "query_points",
-            lambda: c.query_points(self.collection, query=q.tolist(), query_filter=flt, limit=limit, with_payload=True),
+            lambda: c.query_points(self.collection, query=req.query, prefetch=req.prefetch, query_filter=req.filter,
+                                   limit=req.limit or k, with_payload=True),
         )
         return self._hits(resp.points, k, exclude_ids)
 
@@ -382,6 +437,8 @@ class QdrantStore(StoreBase):
         k: int,
         filters: Sequence[models.Filter | None] | None = None,
         exclude_ids: Sequence[Sequence[str]] | None = None,
+        *,
+        sparse: Sequence[SparseVector | None] | None = None,
     ) -> list[list[ScoredDoc]]:
         """One :meth:`search` per row of ``vectors`` (B, D), sent as a single ``query_batch_points``."""
         dim = self._require_dim()
@@ -391,13 +448,10 @@ class QdrantStore(StoreBase):
         flts = per_row(filters, b, "filters", self.name, None)
         excl = [check_doc_ids(e, self.name, "exclude_ids")
                 for e in per_row(exclude_ids, b, "exclude_ids rows", self.name, ())]
+        sparse_rows = self._query_sparse(sparse, b, self._sparse)
         if b == 0:
             return []
-        plans = [self._plan(flts[i], excl[i], k) for i in range(b)]
-        requests = [
-            models.QueryRequest(query=mat[i].tolist(), filter=plans[i][0], limit=plans[i][1], with_payload=True)
-            for i in range(b)
-        ]
+        requests = [self._request(mat[i], k, flts[i], excl[i], sparse_rows[i]) for i in range(b)]
         c = self._client
         resps = await self._call("query_batch_points", lambda: c.query_batch_points(self.collection, requests=requests))
         return [self._hits(r.points, k, excl[i]) for i, r in enumerate(resps)]

@@ -66,3 +66,37 @@ def test_index_cli_needs_a_path_for_local_stores(tmp_path: Path, capsys: pytest.
     _write_corpus(corpus, hotpot_sample().docs[:2])
     assert cli.main(["index", "--corpus", str(corpus), "--store", "edge"]) == 1
     assert "--path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["local", "edge"])
+def test_index_cli_hybrid(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str], pytestconfig: pytest.Config) -> None:
+    """``--hybrid`` builds a collection with BM25 vectors that a hybrid retriever opens and a dense one refuses."""
+    import asyncio
+
+    from prime_retriever.errors import StoreError
+    from prime_retriever.stores.open import open_store
+    from prime_retriever.text.bm25 import Bm25Encoder
+
+    docs = hotpot_sample().docs[:25]
+    corpus = tmp_path / "corpus.jsonl"
+    _write_corpus(corpus, docs)
+    monkeypatch.setattr(index_cli, "load_encoder", lambda model=None: shared_encoder())
+    argv = ["index", "--corpus", str(corpus), "--store", kind, "--path", str(tmp_path / kind), "--hybrid",
+            "--cache-dir", str(embedding_cache_dir(pytestconfig)), "--no-progress"]
+    assert cli.main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["count_after"] == 25
+    enc = shared_encoder()
+
+    async def check() -> None:
+        async with open_store(kind, path=tmp_path / kind) as store:
+            with pytest.raises(StoreError, match="holds BM25 vectors"):
+                await store.ensure_collection(enc.dim, enc.name)
+        async with open_store(kind, path=tmp_path / kind) as store:
+            await store.ensure_collection(enc.dim, enc.name, sparse=True)
+            q = docs[3].title
+            vec = enc.encode([q], show_progress=False)[0]
+            hits = await store.search(vec, 3, sparse=Bm25Encoder().embed_query(docs[3].text))
+            assert hits[0].doc_id == docs[3].id
+
+    asyncio.run(check())

@@ -68,25 +68,26 @@ class WrappedStore:
             self.fail_first -= 1
             raise self.exc
 
-    async def ensure_collection(self, dim: int, encoder_name: str) -> None:
+    async def ensure_collection(self, dim: int, encoder_name: str, *, sparse: bool = False) -> None:
         self.calls.append("ensure_collection")
-        await self.inner.ensure_collection(dim, encoder_name)
+        await self.inner.ensure_collection(dim, encoder_name, sparse=sparse)
 
-    async def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Mapping[str, Any]]) -> None:
+    async def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike, payloads: Sequence[Mapping[str, Any]], *,
+                     sparse: Any = None) -> None:
         await self._maybe_fail("upsert")
-        await self.inner.upsert(ids, vectors, payloads)
+        await self.inner.upsert(ids, vectors, payloads, sparse=sparse)
 
     async def search(
-        self, vector: npt.ArrayLike, k: int, filter: Any = None, exclude_ids: Sequence[str] = ()
+        self, vector: npt.ArrayLike, k: int, filter: Any = None, exclude_ids: Sequence[str] = (), *, sparse: Any = None
     ) -> list[ScoredDoc]:
         await self._maybe_fail("search")
-        return await self.inner.search(vector, k, filter, exclude_ids)
+        return await self.inner.search(vector, k, filter, exclude_ids, sparse=sparse)
 
     async def search_batch(
-        self, vectors: npt.ArrayLike, k: int, filters: Any = None, exclude_ids: Any = None
+        self, vectors: npt.ArrayLike, k: int, filters: Any = None, exclude_ids: Any = None, *, sparse: Any = None
     ) -> list[list[ScoredDoc]]:
         await self._maybe_fail("search_batch")
-        return await self.inner.search_batch(vectors, k, filters, exclude_ids)
+        return await self.inner.search_batch(vectors, k, filters, exclude_ids, sparse=sparse)
 
     async def count(self) -> int:
         return await self.inner.count()
