@@ -123,18 +123,18 @@ class StoreMeta:
         return cls(encoder_name=name, dim=dim, sparse=sparse is not None)
 
     def check(self, expected: StoreMeta, store_name: str) -> None:
-        """Raise :class:`StoreError` naming both encoders/dims (or both layouts) unless ``self`` equals ``expected``."""
+        """Raise :class:`StoreError` naming both encoders/dims unless they equal ``expected``'s, or if ``expected``
+        asks for BM25 vectors (hybrid search) that this collection does not hold."""
         if (self.encoder_name, self.dim) != (expected.encoder_name, expected.dim):
             raise StoreError(
                 f"{store_name}: collection was built with encoder {self.encoder_name!r} (dim {self.dim}), "
                 f"but encoder {expected.encoder_name!r} (dim {expected.dim}) was requested; "
                 "re-index into a new collection or use the original encoder"
             )
-        if self.sparse != expected.sparse:
-            have, want = ("holds", "without") if self.sparse else ("holds no", "with")
+        if expected.sparse and not self.sparse:  # the reverse is fine: dense searches of a hybrid collection
             raise StoreError(
-                f"{store_name}: collection {have} BM25 vectors but was opened {want} hybrid search; open it "
-                f"{'with' if self.sparse else 'without'} hybrid, or index into a new collection"
+                f"{store_name}: collection holds no BM25 vectors, so it cannot be searched hybrid; index "
+                "into a new collection with hybrid (prime-retriever index --hybrid)"
             )
 
 
@@ -238,8 +238,9 @@ class VectorStore(Protocol):
 
     async def ensure_collection(self, dim: int, encoder_name: str, *, sparse: bool = False) -> None:
         """Create the collection (cosine, ``dim``; with a BM25 sparse vector if ``sparse``) or verify
-        that an existing one was built by ``encoder_name`` with dimension ``dim`` and the same
-        ``sparse``; raise :class:`StoreError` on a mismatch."""
+        that an existing one was built by ``encoder_name`` with dimension ``dim`` (and holds BM25
+        vectors if ``sparse``); raise :class:`StoreError` on a mismatch. A collection's layout is
+        fixed at creation: a hybrid one may be searched dense, but every upsert needs its BM25 vectors."""
         ...
 
     async def upsert(

@@ -112,7 +112,8 @@ class EdgeStore(StoreBase):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
         self._shard: qe.EdgeShard | None = None
         self._dim: int | None = None
-        self._meta: StoreMeta | None = None
+        self._meta: StoreMeta | None = None  # what the open shard records
+        self._recorded: StoreMeta | None = None  # what an existing shard recorded, until ensure_collection adopts it
         self._closed = False
         self.optimize_pid: int | None = None  # the child process of the last optimize(), for monitoring
         self._open_lock = asyncio.Lock()
@@ -198,6 +199,7 @@ class EdgeStore(StoreBase):
         ``load`` would leave a stray ``segments/`` folder there), and an empty shard whose
         creation was cut off is recreated without touching the files beside it.
         """
+        self._recorded = None
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"{self.name}: cannot create a shard at {self.path}: it is a file, not a directory")
         entries = {e.name for e in self.path.iterdir()} if self.path.is_dir() else set()
@@ -222,10 +224,12 @@ class EdgeStore(StoreBase):
             self._remove_shard_entries()
             return self._create(want)
         try:
-            StoreMeta.from_payload(recs[0].payload, self.name).check(want, self.name)
+            recorded = StoreMeta.from_payload(recs[0].payload, self.name)
+            recorded.check(want, self.name)
         except StoreError:
             shard.close()
             raise
+        self._recorded = recorded
         return shard
 
     def _remove_shard_entries(self) -> None:
@@ -320,7 +324,8 @@ class EdgeStore(StoreBase):
             self._orphan = None  # adopted
             self._shard = shard
             self._dim = dim
-            self._meta = want
+            self._meta = self._recorded if self._recorded is not None else want  # a new shard records want
+            self._recorded = None
 
     def _open_adoptable(self, want: StoreMeta) -> qe.EdgeShard:
         """:meth:`_open_or_create` on the worker thread, first closing a shard that an earlier, cancelled

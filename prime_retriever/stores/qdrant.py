@@ -332,15 +332,17 @@ class QdrantStore(StoreBase):
                 break
             await asyncio.sleep(_METADATA_POLL_S)  # another process may be creating it right now
             waited += _METADATA_POLL_S
+        recorded = want
         if recs:
-            StoreMeta.from_payload(recs[0].payload, self.name).check(want, self.name)
+            recorded = StoreMeta.from_payload(recs[0].payload, self.name)
+            recorded.check(want, self.name)
         elif not await self._adopt_empty(want):  # adopted: it now holds want's metadata
             raise StoreError(
                 f"{self.name}: collection exists but has no prime_retriever metadata point, so the encoder "
                 f"that built it is unknown (wanted {encoder_name!r}, dim {dim}); use another collection"
             )
         self._dim = dim
-        self._sparse = sparse
+        self._sparse = recorded.sparse  # a hybrid collection opened for dense search still takes BM25 upserts only
 
     async def _write_metadata(self, want: StoreMeta) -> None:
         c = self._client

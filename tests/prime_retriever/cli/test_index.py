@@ -71,7 +71,7 @@ def test_index_cli_needs_a_path_for_local_stores(tmp_path: Path, capsys: pytest.
 @pytest.mark.parametrize("kind", ["local", "edge"])
 def test_index_cli_hybrid(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                           capsys: pytest.CaptureFixture[str], pytestconfig: pytest.Config) -> None:
-    """``--hybrid`` builds a collection with BM25 vectors that a hybrid retriever opens and a dense one refuses."""
+    """``--hybrid`` builds a collection with BM25 vectors: searched hybrid, and refusing documents without them."""
     import asyncio
 
     from prime_retriever.errors import StoreError
@@ -90,8 +90,9 @@ def test_index_cli_hybrid(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     async def check() -> None:
         async with open_store(kind, path=tmp_path / kind) as store:
-            with pytest.raises(StoreError, match="holds BM25 vectors"):
-                await store.ensure_collection(enc.dim, enc.name)
+            await store.ensure_collection(enc.dim, enc.name)  # dense search of a hybrid collection is fine,
+            with pytest.raises(StoreError, match="sparse="):  # a document without its BM25 vector is not
+                await store.upsert(["x"], enc.encode(["x"], show_progress=False), [{}])
         async with open_store(kind, path=tmp_path / kind) as store:
             await store.ensure_collection(enc.dim, enc.name, sparse=True)
             q = docs[3].title

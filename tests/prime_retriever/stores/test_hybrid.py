@@ -19,7 +19,7 @@ from prime_retriever.stores.base import HYBRID_PREFETCH, META_POINT_ID, RRF_K, S
 from prime_retriever.stores.edge import EdgeStore
 from prime_retriever.stores.qdrant import QdrantStore
 from prime_retriever.text.bm25 import Bm25Encoder, SparseVector
-from tests.prime_retriever.stores.test_contract import Corpus, load, load_corpus
+from tests.prime_retriever.stores.test_contract import Corpus, exact_top_k, load, load_corpus
 
 K = 10
 
@@ -192,8 +192,14 @@ async def test_the_layout_is_fixed_at_creation(corpus: Corpus, doc_sparse: list[
         with pytest.raises(StoreError, match="must be SparseVector"):
             await hybrid.search(corpus.queries[0], K, sparse={"indices": [1], "values": [1.0]})  # type: ignore[arg-type]
         assert await hybrid.count() == 0  # nothing was written by the refused calls
-    async with EdgeStore(tmp_path / "h") as edge:
-        await edge.ensure_collection(corpus.dim, corpus.encoder_name, sparse=True)
-    async with EdgeStore(tmp_path / "h") as again:
-        with pytest.raises(StoreError, match="holds BM25 vectors"):
-            await again.ensure_collection(corpus.dim, corpus.encoder_name)
+    for make_hybrid in (lambda: QdrantStore("docs", path=str(tmp_path / "hl")), lambda: EdgeStore(tmp_path / "he")):
+        async with make_hybrid() as first:
+            await load_hybrid(first, corpus, doc_sparse)
+        async with make_hybrid() as dense_view:  # a hybrid collection opened for dense search
+            await dense_view.ensure_collection(corpus.dim, corpus.encoder_name)
+            assert [h.doc_id for h in await dense_view.search(corpus.queries[0], K)] == \
+                exact_top_k(corpus, corpus.queries[0], K)
+            with pytest.raises(StoreError, match="sparse="):  # its documents keep their BM25 vectors
+                await dense_view.upsert(corpus.ids[:1], corpus.vectors[:1], corpus.payloads[:1])
+            hybrid_hits = await dense_view.search(corpus.queries[0], K, sparse=sq)  # and it still fuses
+            assert len(hybrid_hits) == K
