@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,21 @@ def test_one_run_per_left_out_dataset_with_every_method(quick: tuple[dict[str, A
     for run in report["runs"]:
         lo, hi = run["framings"]["given"]["hybrid_predictor"]["p@5"]["minus_hybrid_query_ci"]
         assert lo <= hi
+
+
+def test_a_rerun_can_evaluate_the_checkpoints_it_left(quick: tuple[dict[str, Any], Path],
+                                                      prime_data_dir: Path) -> None:
+    """``--loo-reuse``: the same figures from the same checkpoints, without training again."""
+    report, out = quick
+    again = run_leave_one_out(prime_data_dir, replace(LeaveOneOutOptions.quick(out, ("orsharc", "dstc11")),
+                                                      reuse=True))
+    for first, second in zip(report["runs"], again["runs"], strict=True):
+        assert second["training"]["reused_checkpoint"] is True
+        assert second["training"]["steps"] == first["training"]["steps"]
+        for m in ("predictor", "gate", "hybrid_query", "hybrid_predictor", "query_baseline"):
+            assert second["framings"]["given"][m] == first["framings"]["given"][m]
+    record = out / "without_orsharc" / "training.json"
+    record.write_text(record.read_text(encoding="utf-8").replace('"weights_sha256": "', '"weights_sha256": "0'),
+                      encoding="utf-8")
+    with pytest.raises(RuntimeError, match="not the ones"):  # a record that does not match its weights
+        run_leave_one_out(prime_data_dir, replace(LeaveOneOutOptions.quick(out, ("orsharc",)), reuse=True))

@@ -46,6 +46,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     loo.add_argument("--quick", action="store_true", help="with --leave-one-out: a reduced run (minutes)")
     loo.add_argument("--loo-datasets", nargs="+", choices=LOO_DATASETS, help="the datasets to leave out in turn")
     loo.add_argument("--max-eval", type=int, help="eval items per framing of the left-out dataset (default 600)")
+    loo.add_argument("--loo-reuse", action="store_true",
+                     help="evaluate the checkpoints an earlier run left in --out (their training.json) instead of "
+                          "training again; the adapter is refitted (seconds)")
     loo.add_argument("--foreign-history", type=float, default=0.0,
                      help="share of conversational train rows copied with another conversation's earlier turns")
     run = parser.add_argument_group("run")

@@ -1,16 +1,9 @@
-"""Hybrid search as a user would build it from the same parts: a dense ranking fused with BM25 by RRF.
+"""BM25 alone, the ``bm25`` reference row of the leave-one-out matrix, client-side with ``bm25s``.
 
-The peer rows of the leave-one-out matrix: ``hybrid_query`` (the query embedding's dense hits fused
-with BM25 hits of the query text, what Haystack's ``QdrantHybridRetriever`` gives over Qdrant) and
-``hybrid_predictor`` (the predicted vector's dense hits fused with the same BM25 hits).
-
-BM25 runs here, client-side, with ``bm25s`` (k1 = 1.2, b = 0.75, the English Snowball stemmer and
-stop words, as Qdrant's own BM25 model), over the same ``"title: text"`` the Y-Encoder sees, with the
-same scope filter and exclusions as the dense search. The fusion is qdrant-client's own
-:func:`qdrant_client.hybrid.fusion.reciprocal_rank_fusion` (the RRF that Qdrant local mode runs for a
-``FusionQuery``, with Qdrant's default constant), so the ranking is the one Qdrant's Query API would
-return for the same two prefetches. The stores do not hold sparse vectors (yet): this is a benchmark
-baseline, not a serving path.
+k1 = 1.2, b = 0.75, the English Snowball stemmer and stop words (as Qdrant's own BM25 model), over the
+same ``"title: text"`` the Y-Encoder sees, with the same scope filter and exclusions as the dense search.
+The hybrid rows do not use it: they search the store's own BM25 vectors
+(:class:`~prime_retriever.text.bm25.Bm25Encoder`), fused with the dense half by the store.
 """
 
 from __future__ import annotations
@@ -18,13 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from qdrant_client import models
-from qdrant_client.hybrid.fusion import reciprocal_rank_fusion
 
-from prime_retriever.stores.base import point_id
 from prime_retriever.text.documents import Document
 
-__all__ = ["BM25Ranker", "rrf_fuse"]
+__all__ = ["BM25Ranker"]
 
 
 class BM25Ranker:
@@ -49,6 +39,8 @@ class BM25Ranker:
         is not a hit, as in a sparse-vector search), within ``scope`` if given, without ``exclude_ids``."""
         terms = self._bm25s.tokenize([text], stopwords="en", stemmer=self._stemmer, return_ids=False,
                                      show_progress=False)[0]
+        if not terms:  # stop words only: nothing to match (bm25s itself fails on an empty query)
+            return []
         scores = np.asarray(self._index.get_scores(terms), dtype=np.float64)  # (n,)
         if scope:
             scores[self._scopes != scope] = 0.0
@@ -57,11 +49,3 @@ class BM25Ranker:
                 scores[self._row[d]] = 0.0
         top = np.argsort(-scores, kind="stable")[:k]
         return [self.ids[i] for i in top if scores[i] > 0.0]
-
-
-def rrf_fuse(rankings: Sequence[Sequence[str]], k: int) -> list[str]:
-    """The top ``k`` ids of the reciprocal-rank fusion of ``rankings`` (each best first), by Qdrant's RRF."""
-    responses = [[models.ScoredPoint(id=point_id(d), version=0, score=float(len(r) - i), payload={"doc_id": d})
-                  for i, d in enumerate(r)] for r in rankings]
-    fused = reciprocal_rank_fusion(responses, limit=k)
-    return [str((p.payload or {})["doc_id"]) for p in fused]

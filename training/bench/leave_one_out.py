@@ -13,15 +13,19 @@ indexed once; a run only trains (bounded by epochs over a fixed row count, i.e. 
 never by seconds, so a run gives the same numbers on any machine) and searches.
 
 Methods per item: the query embedding, the linear adapter, the concatenation of all turns, the
-predictor, BM25 and the two hybrid peers (:mod:`training.bench.hybrid`: each dense ranking fused with BM25
-by Qdrant's RRF), and the do-no-harm options of :mod:`prime_retriever.model.blend`: fixed blends of the
-prediction with the query (``blend_<alpha>``) and the score-confidence gate (``gate``), plus the
+predictor, BM25 alone (:mod:`training.bench.hybrid`, client-side) and the two hybrid peers, searched in the
+store itself (a collection holding Qdrant-BM25 vectors beside the dense ones, the two prefetches fused by RRF
+in one request): ``hybrid_query`` (the query embedding, what Haystack's ``QdrantHybridRetriever`` gives)
+and ``hybrid_predictor`` (``PredictiveRetriever(hybrid=True)``, the serving path), and the do-no-harm
+options of :mod:`prime_retriever.model.blend`: fixed blends of the prediction with the query
+(``blend_<alpha>``) and the score-confidence gate (``gate``), plus the
 ``oracle`` upper bound (per question, the better of query and predictor, for each metric).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -38,11 +42,12 @@ from prime_retriever.retrieval.link_graph import LinkExpansion, LinkGraph
 from prime_retriever.retrieval.retriever import PredictiveRetriever
 from prime_retriever.stores.base import VectorStore
 from prime_retriever.stores.open import open_store
+from prime_retriever.text.bm25 import Bm25Encoder
 from prime_retriever.text.documents import scope_filter
 from prime_retriever.text.embedding_cache import CachedEncoder
 from prime_retriever.text.encoders import HFTextEncoder
 from training.bench.adapter import LinearAdapter
-from training.bench.hybrid import BM25Ranker, rrf_fuse
+from training.bench.hybrid import BM25Ranker
 from training.bench.leave_one_out_names import CONVERSATIONAL, LOO_DATASETS
 from training.bench.leave_one_out_report import method_metrics, write_reports
 from training.bench.recipe import Recipe, train_with_recipe
@@ -81,7 +86,8 @@ class LeaveOneOutOptions:
     blend_alphas: tuple[float, ...] = (0.5,)
     gate_margin: float = 0.0
     foreign_history: float = 0.0  # share of given train rows copied with another conversation's context
-    hybrid: bool = True  # the BM25 and hybrid (RRF) peer rows (training.bench.hybrid)
+    hybrid: bool = True  # the BM25 row and the hybrid peers (BM25 vectors in the store, fused by RRF there)
+    reuse: bool = False  # evaluate the checkpoints an earlier run left in ``out`` (training.json) without retraining
 
     @classmethod
     def quick(cls, out: Path, datasets: Sequence[str] = ("orsharc", "dstc11")) -> LeaveOneOutOptions:
@@ -132,7 +138,7 @@ class _Runs:
 
 async def _evaluate(retriever: PredictiveRetriever, examples: Sequence[Example], vec: dict[str, np.ndarray],
                     adapter: LinearAdapter, gate: ConfidenceGate | None, alphas: Sequence[float],
-                    label: str, bm25: BM25Ranker | None) -> _Runs:
+                    label: str, bm25: BM25Ranker | None, hybrid: PredictiveRetriever | None) -> _Runs:
     from tqdm.auto import tqdm
 
     runs = _Runs()
@@ -156,11 +162,14 @@ async def _evaluate(retriever: PredictiveRetriever, examples: Sequence[Example],
             runs.add(name, r.doc_ids)
             if name == "query_baseline":
                 scores, query_ids = [h.score for h in r], r.doc_ids
-        if bm25 is not None:  # the peers a user would build: BM25 of the query text, fused with each dense ranking
-            sparse = bm25.rank(ex.query, K_EVAL, scope=ex.scope, exclude_ids=excl)
-            runs.add("bm25", sparse)
-            runs.add("hybrid_query", rrf_fuse([query_ids, sparse], K_EVAL))
-            runs.add("hybrid_predictor", rrf_fuse([res.doc_ids, sparse], K_EVAL))
+        if bm25 is not None:  # BM25 alone, for reference
+            runs.add("bm25", bm25.rank(ex.query, K_EVAL, scope=ex.scope, exclude_ids=excl))
+        if hybrid is not None and hybrid.bm25 is not None:  # the peers a user would build, fused in the store
+            sq = hybrid.bm25.embed_query(ex.query)
+            hq = await hybrid.store.search(q, K_EVAL, filter=flt, exclude_ids=excl, sparse=sq)
+            runs.add("hybrid_query", [d.doc_id for d in hq])
+            hp = await hybrid.search(list(ex.context), ex.query, k=K_EVAL, filter=flt, exclude_ids=excl)
+            runs.add("hybrid_predictor", hp.doc_ids)
         if gate is not None:
             choice = gate.choose([h.score for h in res], scores)
             runs.gate_choices.append(choice)
@@ -182,14 +191,26 @@ async def _run_one(left_out: str, suite: BenchSuite, opts: LeaveOneOutOptions, e
     out = opts.out / f"without_{left_out}"
     t0 = time.perf_counter()
     train_suite = _train_examples(suite, opts)
+    record = out / "training.json"
+    reuse = json.loads(record.read_text(encoding="utf-8")) if opts.reuse and record.exists() else None
+    if record.exists() and not opts.reuse:
+        record.unlink()  # this run's own record, rewritten below once its training has finished
     ckpt, adapter, info = train_with_recipe(train_suite, encoder, enc_corpus, out, opts.recipe, seed=opts.seed,
-                                            graph=graph)
+                                            graph=graph, reuse=reuse)
     t_train = time.perf_counter() - t0
     loaded = load_checkpoint(ckpt)
+    if reuse is None:  # the checkpoint is complete (trained and calibrated): a later --loo-reuse may evaluate it
+        record.write_text(json.dumps({**info, "weights_sha256": loaded.meta.weights_sha256}, default=str),
+                          encoding="utf-8")
+    elif reuse.get("weights_sha256") != loaded.meta.weights_sha256:
+        raise RuntimeError(f"{ckpt}: its weights are not the ones {record} records; train again without --loo-reuse")
     calibration = loaded.meta.score_confidence
     retriever = PredictiveRetriever(make_backend(loaded.model, "eager"), encoder, store, micro_batching=False,
                                     expansion=LinkExpansion.for_config(loaded.model.config, graph),
                                     score_confidence=calibration, owns_store=False)
+    hybrid = PredictiveRetriever(make_backend(loaded.model, "eager"), encoder, store, micro_batching=False,
+                                 expansion=LinkExpansion.for_config(loaded.model.config, graph),
+                                 score_confidence=calibration, owns_store=False, hybrid=True) if opts.hybrid else None
     gate = None if calibration is None else ConfidenceGate(calibration, opts.gate_margin)
     eval_examples = [ex for exs in suite.eval.values() for ex in exs]
     texts = [t for ex in eval_examples for t in (*ex.context, ex.query, " ".join([*ex.context, ex.query]))]
@@ -201,11 +222,13 @@ async def _run_one(left_out: str, suite: BenchSuite, opts: LeaveOneOutOptions, e
     async with retriever:
         for framing, examples in suite.eval.items():
             runs = await _evaluate(retriever, examples, vec, adapter, gate, opts.blend_alphas,
-                                   f"{left_out}/{framing}", bm25)
+                                   f"{left_out}/{framing}", bm25, hybrid)
             gold = [set(ex.positive_ids) for ex in examples]
             framings[framing] = method_metrics(runs.ranked, gold)
             framings[framing]["gate_share_query"] = (runs.gate_choices.count("query") / len(runs.gate_choices)
                                                      if runs.gate_choices else None)
+    if hybrid is not None:
+        await hybrid.close()
     t_eval = time.perf_counter() - t0
     return {"left_out": left_out, "framings": framings, "n_train": len(train_suite.train),
             "sources": train_suite.sources, "training": info,
@@ -227,7 +250,8 @@ async def run_leave_one_out_async(data_dir: Path, opts: LeaveOneOutOptions) -> d
     graph = LinkGraph.build(first.corpus.values(), show_progress=True)
     store = open_store(opts.store, path=opts.out / "store")
     report_index = await index_documents(store, [first.corpus[i] for i in enc_corpus.ids], encoder=encoder,
-                                         optimize=False)  # exact search: no method loses to approximation
+                                         optimize=False,  # exact search: no method loses to approximation
+                                         bm25=Bm25Encoder() if opts.hybrid else None)
     bm25 = BM25Ranker([first.corpus[i] for i in enc_corpus.ids], show_progress=True) if opts.hybrid else None
     t_shared = time.perf_counter() - t0
     print(f"shared: corpus {len(first.corpus)} documents encoded, linked and indexed ({t_shared:.0f} s): "
@@ -270,4 +294,4 @@ def options_from_args(args: Any, overrides: dict[str, Any]) -> LeaveOneOutOption
         base = LeaveOneOutOptions(out=args.out, datasets=datasets or LOO_DATASETS, limit=args.limit)
     return replace(base, recipe=replace(base.recipe, **overrides), store=args.store, seed=args.seed,
                    max_eval=args.max_eval if args.max_eval is not None else base.max_eval,
-                   foreign_history=args.foreign_history)
+                   foreign_history=args.foreign_history, reuse=args.loo_reuse)

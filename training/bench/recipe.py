@@ -113,9 +113,13 @@ def suite_bridge_examples(suite: BenchSuite, graph: LinkGraph, *, limit: int, se
 
 def train_with_recipe(
     suite: BenchSuite, encoder: CachedEncoder, enc_corpus: EncodedCorpus, out: Path, recipe: Recipe, *, seed: int = 0,
-    graph: LinkGraph | None = None,
+    graph: LinkGraph | None = None, reuse: dict[str, Any] | None = None,
 ) -> tuple[Path, LinearAdapter, dict[str, Any]]:
-    """Train the predictor and the linear adapter on the suite's train side; return (checkpoint, adapter, info)."""
+    """Train the predictor and the linear adapter on the suite's train side; return (checkpoint, adapter, info).
+
+    With ``reuse`` (the ``info`` an earlier call returned for the same suite, recipe and seed, whose checkpoint
+    is still in ``out``) the predictor is not trained again: only the adapter is (seconds), on the same split.
+    """
     examples = training_examples(suite, recipe)
     config = recipe.predictor_config(encoder.dim)
     if graph is None and (config.link_candidates or recipe.bridge_pairs):
@@ -129,6 +133,10 @@ def train_with_recipe(
         bridges = suite_bridge_examples(suite, graph, limit=recipe.bridge_pairs, seed=seed)
         train = [*train, *bridges]
         names[BRIDGE_SOURCE] = len(bridges)
+    if reuse is not None:
+        adapter = train_adapter(*build_training_sets(train, val, suite.train_corpus, encoder, max_context_length=1)[:2],
+                                batch_size=recipe.batch_size, seed=seed)
+        return out / "checkpoint", adapter.adapter, {**reuse, "reused_checkpoint": True}
     result = train_predictor(
         train,
         val,
