@@ -15,13 +15,16 @@ Figures printed:
 * throughput with 64 concurrent callers, micro-batching on and off, and their ratio;
 * latency of a search served by the PREPARE cache against one that misses it;
 * the cache hit rate on the multi_hop framing: ``prepare(session, [question, first gold paragraph])``
-  (the last turn standing in for the query), then ``search(..., query=question)``.
+  (the last turn standing in for the query), then ``search(..., query=question)``;
+* on Qdrant Edge, hybrid search (``PredictiveRetriever(hybrid=True)``) against dense search on one shard
+  holding BM25 vectors, p50/p95 side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -158,6 +161,40 @@ async def _text_rows(make: Callable[..., PredictiveRetriever], raw: TextEncoder,
         "text_after_prepare_hits": hits, "text_after_prepare_misses": n - hits,
         "text_after_prepare_misses_identical": same,
     }
+
+
+async def _hybrid_rows(make: Callable[[bool], PredictiveRetriever], queries: Sequence[BenchQuery],
+                       contexts: Sequence[npt.NDArray[np.float32]], n: int, k: int) -> dict[str, Any]:
+    """Dense against hybrid search on one collection holding BM25 vectors: the same context embeddings and
+    query texts (their embeddings served from the text cache after a warm pass), calls interleaved so
+    that both see the same machine load."""
+    dense, hybrid = make(False), make(True)
+    for r in (dense, hybrid):
+        await r.warmup()
+    calls = [(contexts[i % len(queries)], queries[i % len(queries)].question) for i in range(n)]
+    for ctx, q in calls:  # warm: every query text encoded once, into each retriever's text cache
+        await dense.search(ctx, q, k=k)
+        await hybrid.search(ctx, q, k=k)
+    lat: dict[str, list[float]] = {"dense": [], "hybrid": []}
+    changed = 0
+    for ctx, q in calls:
+        t0 = time.perf_counter()
+        a = await dense.search(ctx, q, k=k)
+        lat["dense"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        b = await hybrid.search(ctx, q, k=k)
+        lat["hybrid"].append(time.perf_counter() - t0)
+        changed += a.doc_ids != b.doc_ids
+    await dense.close()
+    await hybrid.close()
+    return {"dense_text_p50_s": _pct(lat["dense"], 50), "dense_text_p95_s": _pct(lat["dense"], 95),
+            "hybrid_text_p50_s": _pct(lat["hybrid"], 50), "hybrid_text_p95_s": _pct(lat["hybrid"], 95),
+            "hybrid_over_dense_p50": _pct(lat["hybrid"], 50) / max(_pct(lat["dense"], 50), 1e-12),
+            "hybrid_changed_rankings": changed, "hybrid_measured": n}
+
+
+def _on_store(make: Callable[..., PredictiveRetriever], store: VectorStore, hybrid: bool) -> PredictiveRetriever:
+    return make(True, store, hybrid=hybrid)
 
 
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -306,6 +343,14 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             await rc.close()
             await rc2.close()
             await store.close()
+            if kind == "edge":  # hybrid search: a second shard holding BM25 vectors too, dense and hybrid on it
+                from prime_retriever.text.bm25 import Bm25Encoder
+
+                hstore = EdgeStore(Path(tmp.name) / "edge-hybrid")
+                await index_documents(hstore, docs, encoder=encoder, progress=False, bm25=Bm25Encoder())
+                res.update(await _hybrid_rows(functools.partial(_on_store, retriever, hstore), queries, contexts,
+                                              min(100, n_lat), args.k))
+                await hstore.close()
             results[kind] = res
             print(f"[{kind}] done", flush=True)
     finally:
@@ -337,6 +382,12 @@ def _print(results: dict[str, Any], args: argparse.Namespace) -> None:
                   f"{_ms(r['text_no_prepare_p50_s'])} without PREPARE "
                   f"({r['text_after_prepare_hits']} hits; {r['text_after_prepare_misses_identical']} of "
                   f"{r['text_after_prepare_misses']} misses with the hits of the search without PREPARE)")
+        if "hybrid_text_p50_s" in r:
+            print(f"hybrid (predicted + BM25 of the query, RRF in the store) vs dense, one shard, text query: "
+                  f"p50 {_ms(r['hybrid_text_p50_s'])} vs {_ms(r['dense_text_p50_s'])} "
+                  f"(x{r['hybrid_over_dense_p50']:.2f}; p95 {_ms(r['hybrid_text_p95_s'])} vs "
+                  f"{_ms(r['dense_text_p95_s'])}; {r['hybrid_changed_rankings']} of {r['hybrid_measured']} "
+                  "rankings changed)")
         print(f"throughput, {args.callers} callers: batched {r['qps_batched']:.0f}/s "
               f"(mean batch {r['mean_batch_size']:.1f}), unbatched {r['qps_unbatched']:.0f}/s, "
               f"ratio {r['batching_speedup']:.2f}x")
