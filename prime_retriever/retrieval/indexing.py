@@ -120,7 +120,7 @@ async def index_documents(
             vectors = np.asarray(await loop.run_in_executor(None, encode), dtype=np.float32)  # b × D
             chunk_ids = [d.id for d in chunk]
             payloads = [d.payload() for d in chunk]
-            sparse = None if bm25 is None else bm25.embed_documents(texts)
+            sparse = None if bm25 is None else await loop.run_in_executor(None, bm25.embed_documents, texts)
             upsert = functools.partial(store.upsert, chunk_ids, vectors, payloads, sparse=sparse)
             await call_store(store.name, "upsert", upsert, policy)
             batches += 1

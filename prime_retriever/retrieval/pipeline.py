@@ -220,7 +220,7 @@ class BatchPipeline:
             found = await call_store(
                 self.store.name, "search_batch",
                 lambda: self.store.search_batch(mat[rows], k, filters=filters[rows], exclude_ids=excl[rows],
-                                                **({} if sparse is None else {"sparse": sparse[rows]})),
+                                                sparse=None if sparse is None else sparse[rows]),
                 self.retry,
             )
             n = len(mat[rows])

@@ -113,7 +113,6 @@ class EdgeStore(StoreBase):
         self._shard: qe.EdgeShard | None = None
         self._dim: int | None = None
         self._meta: StoreMeta | None = None  # what the open shard records
-        self._recorded: StoreMeta | None = None  # what an existing shard recorded, until ensure_collection adopts it
         self._closed = False
         self.optimize_pid: int | None = None  # the child process of the last optimize(), for monitoring
         self._open_lock = asyncio.Lock()
@@ -191,15 +190,14 @@ class EdgeStore(StoreBase):
 
     # -- engine-thread bodies ----------------------------------------------------------------------
 
-    def _open_or_create(self, want: StoreMeta) -> qe.EdgeShard:
-        """Load the shard at ``path``, or create one where nothing is yet.
+    def _open_or_create(self, want: StoreMeta) -> tuple[qe.EdgeShard, StoreMeta]:
+        """Load the shard at ``path`` (with the metadata it records), or create one where nothing is yet.
 
         Only the shard's own entries (:data:`_SHARD_ENTRIES`) are ever written or removed: a
         folder that holds other files and no shard is refused before the engine touches it (its
         ``load`` would leave a stray ``segments/`` folder there), and an empty shard whose
         creation was cut off is recreated without touching the files beside it.
         """
-        self._recorded = None
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"{self.name}: cannot create a shard at {self.path}: it is a file, not a directory")
         entries = {e.name for e in self.path.iterdir()} if self.path.is_dir() else set()
@@ -209,7 +207,7 @@ class EdgeStore(StoreBase):
                     f"{self.name}: {self.path} is not a Qdrant Edge shard (no edge_config.json) and holds "
                     f"other files ({', '.join(sorted(entries)[:5])}); point the store at a new or empty directory"
                 )
-            return self._create(want)
+            return self._create(want), want
         shard = qe.EdgeShard.load(str(self.path))
         recs = shard.retrieve([META_POINT_ID], with_payload=True, with_vector=False)
         if not recs:
@@ -222,15 +220,14 @@ class EdgeStore(StoreBase):
                 )
             # an empty shard whose creation was cut off before its metadata: nothing to lose, start over
             self._remove_shard_entries()
-            return self._create(want)
+            return self._create(want), want
         try:
             recorded = StoreMeta.from_payload(recs[0].payload, self.name)
             recorded.check(want, self.name)
         except StoreError:
             shard.close()
             raise
-        self._recorded = recorded
-        return shard
+        return shard, recorded
 
     def _remove_shard_entries(self) -> None:
         """Remove what the engine writes into ``path`` (never anything else there)."""
@@ -320,23 +317,22 @@ class EdgeStore(StoreBase):
             if self._shard is not None and self._meta is not None:
                 self._meta.check(want, self.name)  # already open: only verify
                 return
-            shard = await self._run("open/create shard", functools.partial(self._open_adoptable, want))
+            shard, recorded = await self._run("open/create shard", functools.partial(self._open_adoptable, want))
             self._orphan = None  # adopted
             self._shard = shard
             self._dim = dim
-            self._meta = self._recorded if self._recorded is not None else want  # a new shard records want
-            self._recorded = None
+            self._meta = recorded  # what the shard records (a hybrid one may be opened for dense search)
 
-    def _open_adoptable(self, want: StoreMeta) -> qe.EdgeShard:
+    def _open_adoptable(self, want: StoreMeta) -> tuple[qe.EdgeShard, StoreMeta]:
         """:meth:`_open_or_create` on the worker thread, first closing a shard that an earlier, cancelled
         open (e.g. a timed-out ``ensure_collection``) loaded after its caller had gone, so two handles
         never hold the directory at once."""
         if self._orphan is not None:
             orphan, self._orphan = self._orphan, None
             orphan.close()
-        shard = self._open_or_create(want)
+        shard, recorded = self._open_or_create(want)
         self._orphan = shard  # until ensure_collection adopts it
-        return shard
+        return shard, recorded
 
     async def upsert(
         self,

@@ -205,11 +205,11 @@ async def _run_one(left_out: str, suite: BenchSuite, opts: LeaveOneOutOptions, e
     elif reuse.get("weights_sha256") != loaded.meta.weights_sha256:
         raise RuntimeError(f"{ckpt}: its weights are not the ones {record} records; train again without --loo-reuse")
     calibration = loaded.meta.score_confidence
-    retriever = PredictiveRetriever(make_backend(loaded.model, "eager"), encoder, store, micro_batching=False,
-                                    expansion=LinkExpansion.for_config(loaded.model.config, graph),
+    backend = make_backend(loaded.model, "eager")  # the dense and the hybrid retriever search one after the other
+    expansion = LinkExpansion.for_config(loaded.model.config, graph)
+    retriever = PredictiveRetriever(backend, encoder, store, micro_batching=False, expansion=expansion,
                                     score_confidence=calibration, owns_store=False)
-    hybrid = PredictiveRetriever(make_backend(loaded.model, "eager"), encoder, store, micro_batching=False,
-                                 expansion=LinkExpansion.for_config(loaded.model.config, graph),
+    hybrid = PredictiveRetriever(backend, encoder, store, micro_batching=False, expansion=expansion,
                                  score_confidence=calibration, owns_store=False, hybrid=True) if opts.hybrid else None
     gate = None if calibration is None else ConfidenceGate(calibration, opts.gate_margin)
     eval_examples = [ex for exs in suite.eval.values() for ex in exs]

@@ -5,7 +5,7 @@ the same questions for both (the measure of "never below the query beyond the CI
 CI's upper end is not below 0). ``oracle`` is, per question and per metric, the better of the query
 embedding and the predictor: what a perfect per-question choice between the two would reach.
 ``hybrid_predictor`` is also compared with ``hybrid_query`` (paired, the same way): the pipeline a
-user would build from the same parts (:mod:`training.bench.hybrid`).
+user would build from the same parts (both searched hybrid in the store, see :mod:`training.bench.leave_one_out`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from prime_retriever.errors import PrimeError
 from prime_retriever.model.config import PredictorConfig
 from prime_retriever.retrieval.link_graph import LinkExpansion, LinkGraph
 from prime_retriever.text.embedding_cache import CachedEncoder
-from training.bench.adapter import LinearAdapter, train_adapter
+from training.bench.adapter import AdapterResult, LinearAdapter, train_adapter
 from training.bench.suite import BenchSuite
 from training.bridge_pairs import BRIDGE_SOURCE, bridge_examples
 from training.data import EncodedCorpus, Example, split_examples
@@ -111,6 +111,13 @@ def suite_bridge_examples(suite: BenchSuite, graph: LinkGraph, *, limit: int, se
     return bridge_examples(suite.train_corpus, graph, limit=limit, seed=seed, exclude=held_out)
 
 
+def _fit_adapter(train: list[Example], val: list[Example], suite: BenchSuite, encoder: CachedEncoder, recipe: Recipe,
+                 seed: int) -> AdapterResult:
+    """The linear adapter on the predictor's own examples, loss and validation split."""
+    train_set, val_set, _ = build_training_sets(train, val, suite.train_corpus, encoder, max_context_length=1)
+    return train_adapter(train_set, val_set, batch_size=recipe.batch_size, seed=seed)
+
+
 def train_with_recipe(
     suite: BenchSuite, encoder: CachedEncoder, enc_corpus: EncodedCorpus, out: Path, recipe: Recipe, *, seed: int = 0,
     graph: LinkGraph | None = None, reuse: dict[str, Any] | None = None,
@@ -134,8 +141,7 @@ def train_with_recipe(
         train = [*train, *bridges]
         names[BRIDGE_SOURCE] = len(bridges)
     if reuse is not None:
-        adapter = train_adapter(*build_training_sets(train, val, suite.train_corpus, encoder, max_context_length=1)[:2],
-                                batch_size=recipe.batch_size, seed=seed)
+        adapter = _fit_adapter(train, val, suite, encoder, recipe, seed)
         return out / "checkpoint", adapter.adapter, {**reuse, "reused_checkpoint": True}
     result = train_predictor(
         train,
@@ -154,9 +160,7 @@ def train_with_recipe(
         expansion=expansion, mined_negatives=recipe.mined_negatives, query_only=recipe.query_only))
     if result.checkpoint_path is None:
         raise RuntimeError("training produced no checkpoint")
-    # the adapter: the same examples, loss and validation split
-    train_set, val_set, _ = build_training_sets(train, val, suite.train_corpus, encoder, max_context_length=1)
-    adapter = train_adapter(train_set, val_set, batch_size=recipe.batch_size, seed=seed)
+    adapter = _fit_adapter(train, val, suite, encoder, recipe, seed)
     info = {
         "n_train": len(train),
         "n_val": len(val),
