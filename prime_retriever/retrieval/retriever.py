@@ -44,8 +44,9 @@ from prime_retriever.retrieval.micro_batcher import MicroBatcher
 from prime_retriever.retrieval.pipeline import BatchPipeline, PipelineParts
 from prime_retriever.retrieval.predictive_cache import PredictiveCache
 from prime_retriever.retrieval.requests import ContextInput, Outcome, QueryInput, Request, RequestValidator
+from prime_retriever.retrieval.rerank import Reranker
 from prime_retriever.retrieval.results import SearchResult, hits_from
-from prime_retriever.stores.base import VectorStore
+from prime_retriever.stores.base import ScoredDoc, VectorStore, is_valid_k
 from prime_retriever.stores.open import open_store
 from prime_retriever.stores.retry import RetryPolicy, call_store
 from prime_retriever.text.bm25 import Bm25Encoder
@@ -104,6 +105,10 @@ class PredictiveRetriever:
         score_confidence: the search-score calibration of :attr:`SearchResult.confidence`
             (:class:`~prime_retriever.model.score_confidence.ScoreConfidence`; :meth:`from_config` takes
             the checkpoint's); ``None`` reports the predictor's confidence head instead.
+        reranker: an opt-in second stage (:class:`~prime_retriever.retrieval.rerank.Reranker`): a search with
+            a query text fetches at least ``reranker.top_n`` hits and re-orders them with its cross-encoder
+            (a forward per hit, on the worker thread); their scores become its logits. If it fails, the
+            search serves the first stage's hits and logs a warning.
     """
 
     def __init__(
@@ -123,6 +128,7 @@ class PredictiveRetriever:
         expansion: LinkExpansion | None = None,
         score_confidence: ScoreConfidence | None = None,
         hybrid: bool = False,
+        reranker: Reranker | None = None,
     ) -> None:
         check_encoder_dims(encoder, backend.input_dim, backend.output_dim)
         if prepare_k < 1:
@@ -141,6 +147,7 @@ class PredictiveRetriever:
         self.expansion = expansion
         self.score_confidence = score_confidence
         self.bm25 = Bm25Encoder() if hybrid else None
+        self.reranker = reranker
         if expansion is not None and expansion.max_candidates >= self.max_context_length:
             raise ValueError(
                 f"expansion.max_candidates ({expansion.max_candidates}) must be below the predictor's "
@@ -308,15 +315,32 @@ class PredictiveRetriever:
             StoreError: the store refused permanently (e.g. an unsupported filter).
             EncoderError: the encoder failed.
         """
-        req = self._validator.request("search", context, query, k, filter, exclude_ids, session_id)
+        # a reranked search fetches the reranker's top_n (an invalid k is left to the validator's error)
+        top_n = self.reranker.top_n if self.reranker is not None and isinstance(query, str) else 0
+        depth = max(k, top_n) if top_n and is_valid_k(k) else k
+        req = self._validator.request("search", context, query, depth, filter, exclude_ids, session_id)
         await self._ensure_ready()
         t0 = time.perf_counter()
         out = await self._batcher.submit(req)
+        docs = out.docs[: req.k]
+        if top_n and req.query_text is not None:
+            docs = await self._rerank(req.query_text, docs)
         latency = time.perf_counter() - t0
         if session_id is not None:
             self.cache.record_latency(out.source == "cache", latency)
-        return SearchResult(hits_from(out.docs[: req.k], out.source), confidence=out.confidence, source=out.source,
+        return SearchResult(hits_from(docs[:k], out.source), confidence=out.confidence, source=out.source,
                             latency_s=latency)
+
+    async def _rerank(self, query: str, docs: list[ScoredDoc]) -> list[ScoredDoc]:
+        """The reranker's order of ``docs``, or ``docs`` unchanged (and a warning) if it fails."""
+        assert self.reranker is not None
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self.reranker.rerank, query, docs)
+        except Exception as exc:
+            _log.warning("reranker %r failed (%r); serving the first stage's hits",
+                         self.reranker.cross_encoder.name, exc)
+            return docs
 
     async def predict_vector(
         self, context: ContextInput, query: QueryInput, filter: Any = None, exclude_ids: Iterable[str] = ()

