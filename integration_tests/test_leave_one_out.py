@@ -15,6 +15,18 @@ METHODS = {"query_baseline", "linear_adapter", "concat_baseline", "predictor", "
            "hybrid_query", "hybrid_predictor", "oracle"}
 
 
+def _has_cross_encoder() -> bool:
+    from prime_retriever.errors import EncoderError
+    from prime_retriever.text.cross_encoder import MS_MARCO_MINILM_L12
+    from prime_retriever.text.packaged_models import find_packaged_files
+
+    try:
+        find_packaged_files(MS_MARCO_MINILM_L12)
+    except EncoderError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def quick(prime_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     out = tmp_path_factory.mktemp("loo")
@@ -55,8 +67,19 @@ def test_a_rerun_can_evaluate_the_checkpoints_it_left(quick: tuple[dict[str, Any
                                                       prime_data_dir: Path) -> None:
     """``--loo-reuse``: the same figures from the same checkpoints, without training again."""
     report, out = quick
+    rerank = 3 if _has_cross_encoder() else 0  # and the opt-in second stage, where its files are at hand
     again = run_leave_one_out(prime_data_dir, replace(LeaveOneOutOptions.quick(out, ("orsharc", "dstc11")),
-                                                      reuse=True))
+                                                      reuse=True, rerank=rerank))
+    for run in again["runs"] if rerank else ():
+        given = run["framings"]["given"]
+        for m in ("hybrid_query+rerank", "hybrid_predictor+rerank"):
+            assert 0.0 <= given[m]["p@5"]["ci"][0] <= given[m]["p@5"]["mean"] <= given[m]["p@5"]["ci"][1]
+        # the top 3 are re-ordered, never replaced: P@3-or-deeper membership is the hybrid row's, so MRR can
+        # only move within the first three ranks; P@5 counts the same five documents
+        for base in ("hybrid_query", "hybrid_predictor"):
+            assert given[f"{base}+rerank"]["p@5"]["mean"] == pytest.approx(given[base]["p@5"]["mean"])
+        assert run["rerank_ms"]["top_n"] == 3 and run["rerank_ms"]["n"] == 2 * given["query_baseline"]["n"]
+        assert 0 < run["rerank_ms"]["p50"] <= run["rerank_ms"]["p95"]
     for first, second in zip(report["runs"], again["runs"], strict=True):
         assert second["training"]["reused_checkpoint"] is True
         assert second["training"]["steps"] == first["training"]["steps"]

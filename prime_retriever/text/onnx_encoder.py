@@ -28,7 +28,8 @@ from prime_retriever.errors import EncoderError
 from prime_retriever.text.encoders import DEFAULT_PROGRESS_THRESHOLD, FloatMatrix, check_texts
 from prime_retriever.text.length_batching import token_batches
 
-__all__ = ["EAGER_BACKEND", "EncoderFormat", "EncoderIdentity", "OnnxTextEncoder", "RuntimeOptions", "cpu_has_vnni"]
+__all__ = ["EAGER_BACKEND", "EncoderFormat", "EncoderIdentity", "OnnxTextEncoder", "RuntimeOptions", "cpu_has_vnni",
+           "model_of"]
 
 #: The backend name of :class:`~prime_retriever.text.encoders.HFTextEncoder` (transformers, fp32, eager):
 #: its encoder name carries no backend suffix, so the embeddings it cached before backends existed stay valid.
@@ -65,6 +66,16 @@ class EncoderIdentity:
     def name(self) -> str:
         """The encoder name: cache keys and collections tell apart the vectors of different backends."""
         return self.model_name if self.backend == EAGER_BACKEND else f"{self.model_name}+{self.backend}"
+
+
+def model_of(encoder_name: str) -> str:
+    """The model an encoder name names, whatever path computes it: ``"m+onnx-int8"`` → ``"m"``.
+
+    Vectors of one model on two paths agree to the cosine the fast path was chosen by, so a checkpoint
+    or an adapter trained on one serves on the other; a cache or a collection still tells them apart.
+    """
+    head, sep, backend = encoder_name.rpartition("+")
+    return head if sep and backend.startswith("onnx-") else encoder_name
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ def test_round_trip(saved: Path) -> None:
     assert not np.allclose(loaded, x, atol=1e-3)  # and not the identity
     with pytest.raises(CheckpointError, match="trained for encoder"):
         load_adapter(saved, "other-encoder")
+    # the same model on another path (its fast int8 vectors) serves the adapter; another model does not
+    np.testing.assert_allclose(load_adapter(saved, ENCODER + "+onnx-int8").transform(x), loaded, rtol=1e-6)
 
 
 def _rotated_queries(n: int, corpus: torch.Tensor, seed: int) -> TrainingSet:

