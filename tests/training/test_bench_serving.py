@@ -33,7 +33,8 @@ def test_bench_retriever_small(prime_data_dir: Path, tmp_path: Path, capsys: pyt
         assert row["encoder_text_p50_s"] > 0 and 0 < row["encoder_share"] < 1
         n = row["text_after_prepare_hits"] + row["text_after_prepare_misses"]
         assert n == 12 and row["text_after_prepare_misses_identical"] == row["text_after_prepare_misses"]
-    assert "after prepare(session, context)" in text
+        assert row["text_all_cached_p50_s"] > 0 and row["query_encode_p50_s"] > 0
+    assert "after prepare(session, context)" in text and "the floor of a PREPARE" in text
     edge = figures["edge"]  # hybrid against dense on one shard holding BM25 vectors
     assert edge["hybrid_measured"] == 12 and edge["hybrid_text_p50_s"] > 0 and edge["dense_text_p50_s"] > 0
     assert edge["hybrid_changed_rankings"] > 0  # the BM25 half moved rankings
