@@ -2,8 +2,11 @@
 
 :class:`MicroBatcher` collects the requests submitted by concurrent coroutines. A batch is sent
 when ``max_batch_size`` requests are waiting, or ``max_wait_s`` after its first request arrived,
-whichever comes first. One *batch task* then runs the user's ``process`` function on all of them,
-and each caller receives exactly its own item of the returned list.
+whichever comes first. While no batch is running, nothing is gained by waiting for company: a request
+then goes at the next event-loop iteration (with whatever was submitted in the same iteration), so a
+lone search never pays the window; the window applies while a batch is busy, when waiting costs
+nothing because the next batch could not start sooner anyway. One *batch task* then runs the user's
+``process`` function on all of them, and each caller receives exactly its own item of the returned list.
 
 Cancellation is isolated: a caller that is cancelled only cancels its own future. The batch
 task is never awaited by a caller directly (callers await their private futures), so it runs to
@@ -51,6 +54,8 @@ class MicroBatcher(Generic[Req, Res]):
         max_wait_s: the longest a request waits for company before its batch is sent. ``0``
             still gathers the requests submitted in the same event-loop iteration.
         enabled: ``False`` sends every request alone, immediately (the no-batching baseline).
+        wait_when_idle: ``True`` waits ``max_wait_s`` even while no batch is running (the behaviour
+            before the idle flush; kept to measure what the window costs a lone request).
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class MicroBatcher(Generic[Req, Res]):
         max_batch_size: int = 32,
         max_wait_s: float = 0.002,
         enabled: bool = True,
+        wait_when_idle: bool = False,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -69,10 +75,14 @@ class MicroBatcher(Generic[Req, Res]):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.enabled = enabled
+        self.wait_when_idle = wait_when_idle
         self.stats = BatchStats()
         self._pending: list[tuple[Req, asyncio.Future[Res]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # batches whose process() has not returned: a task lingers a loop iteration after its callers
+        # were answered, and a caller that submits again at once must find the batcher idle
+        self._busy: set[object] = set()
         self._closed = False
 
     @property
@@ -90,7 +100,8 @@ class MicroBatcher(Generic[Req, Res]):
         if not self.enabled or len(self._pending) >= self.max_batch_size:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self.max_wait_s, self._flush)
+            idle = not self._busy and not self.wait_when_idle
+            self._timer = loop.call_later(0.0 if idle else self.max_wait_s, self._flush)
         # Awaiting the private future: cancelling this caller cancels only `fut`.
         return await fut
 
@@ -104,23 +115,29 @@ class MicroBatcher(Generic[Req, Res]):
         self._pending = []
         if not batch:
             return
-        task = asyncio.get_running_loop().create_task(self._run(batch), name="micro-batch")
+        token = object()
+        self._busy.add(token)
+        task = asyncio.get_running_loop().create_task(self._run(batch, token), name="micro-batch")
         self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._finished, batch))
+        task.add_done_callback(functools.partial(self._finished, batch, token))
 
-    def _finished(self, batch: list[tuple[Req, asyncio.Future[Res]]], task: asyncio.Task[None]) -> None:
+    def _finished(self, batch: list[tuple[Req, asyncio.Future[Res]]], token: object, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._busy.discard(token)
         if task.cancelled():  # cancelled before _run began (close(cancel=True) right after a flush)
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(RuntimeError("MicroBatcher closed before the batch ran"))
 
-    async def _run(self, batch: list[tuple[Req, asyncio.Future[Res]]]) -> None:
+    async def _run(self, batch: list[tuple[Req, asyncio.Future[Res]]], token: object) -> None:
         self.stats.batches += 1
         self.stats.requests += len(batch)
         self.stats.max_batch = max(self.stats.max_batch, len(batch))
         try:
-            results = await self._process([r for r, _ in batch])
+            try:
+                results = await self._process([r for r, _ in batch])
+            finally:
+                self._busy.discard(token)
             if len(results) != len(batch):
                 raise RuntimeError(f"batch process returned {len(results)} results for {len(batch)} requests")
         except asyncio.CancelledError:

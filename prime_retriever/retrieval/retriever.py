@@ -166,7 +166,7 @@ class PredictiveRetriever:
             enabled=micro_batching,
         )
         self._ready = False
-        self._ready_lock: asyncio.Lock | None = None
+        self._opening: asyncio.Future[None] | None = None  # the one ensure_collection every first caller awaits
         self._loop: asyncio.AbstractEventLoop | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -246,16 +246,26 @@ class PredictiveRetriever:
             self._loop = asyncio.get_running_loop()
         if self._ready:
             return
-        if self._ready_lock is None:
-            self._ready_lock = asyncio.Lock()
-        async with self._ready_lock:
-            if not self._ready:
-                await call_store(
-                    self.store.name, "ensure_collection",
-                    lambda: self.store.ensure_collection(self.dim, self.encoder.name, sparse=self.bm25 is not None),
-                    self.retry,
-                )
-                self._ready = True
+        # One shared future rather than a lock: the callers that arrived while the collection opened all
+        # wake in the same loop iteration, so they still reach the micro-batcher together (through a
+        # lock they would trickle in one per iteration, and the first would go alone).
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open_collection())
+        opening = self._opening
+        try:
+            await asyncio.shield(opening)  # a cancelled caller does not cancel the others' open
+        except BaseException:
+            if opening.done() and self._opening is opening:
+                self._opening = None  # it failed: the next call tries again
+            raise
+
+    async def _open_collection(self) -> None:
+        await call_store(
+            self.store.name, "ensure_collection",
+            lambda: self.store.ensure_collection(self.dim, self.encoder.name, sparse=self.bm25 is not None),
+            self.retry,
+        )
+        self._ready = True
 
     async def warmup(self) -> None:
         """Open the collection, and warm (compile) the predictor and the encoder on the worker thread."""

@@ -80,7 +80,7 @@ async def test_cancelling_a_caller_mid_batch_does_not_cancel_the_batch() -> None
 
 async def test_a_request_cancelled_before_its_batch_starts_is_dropped() -> None:
     rec = Recorder()
-    mb: MicroBatcher[int, int] = MicroBatcher(rec, max_batch_size=10, max_wait_s=0.05)
+    mb: MicroBatcher[int, int] = MicroBatcher(rec, max_batch_size=10, max_wait_s=0.05, wait_when_idle=True)
     tasks = [asyncio.create_task(mb.submit(i)) for i in range(3)]
     await asyncio.sleep(0)  # all three are queued, the timer has not fired
     tasks[0].cancel()
@@ -91,7 +91,7 @@ async def test_a_request_cancelled_before_its_batch_starts_is_dropped() -> None:
 
 async def test_close_drains_and_refuses_new_requests() -> None:
     rec = Recorder()
-    mb: MicroBatcher[int, int] = MicroBatcher(rec, max_batch_size=10, max_wait_s=10.0)
+    mb: MicroBatcher[int, int] = MicroBatcher(rec, max_batch_size=10, max_wait_s=10.0, wait_when_idle=True)
     task = asyncio.create_task(mb.submit(7))
     await asyncio.sleep(0)
     await mb.close()  # sends the pending request instead of waiting 10 s
@@ -119,6 +119,69 @@ async def test_close_with_cancel_answers_every_caller(started: bool) -> None:
         with pytest.raises(RuntimeError, match="closed"):
             t.result()
     assert len(rec.batches) == int(started)
+
+
+async def _iterations_until_sent(mb: MicroBatcher[int, int], rec: Recorder, limit: int = 20) -> int | None:
+    """Event-loop iterations after a lone submit until its batch starts (None: not within ``limit``)."""
+    task = asyncio.create_task(mb.submit(3))
+    for i in range(limit):
+        await asyncio.sleep(0)
+        if rec.batches:
+            assert await task == 6
+            return i
+    await mb.close()  # sends it (close drains what is pending)
+    assert await task == 6
+    return None
+
+
+async def test_a_lone_request_does_not_wait_for_company_while_no_batch_runs() -> None:
+    """No batch running: the request goes at the next loop iteration, not after the 10 s window
+    (counted in loop iterations, not seconds); ``wait_when_idle=True`` keeps the window."""
+    rec = Recorder()
+    sent = await _iterations_until_sent(MicroBatcher(rec, max_batch_size=10, max_wait_s=10.0), rec)
+    assert sent is not None and sent <= 3
+    rec_w = Recorder()
+    waited = await _iterations_until_sent(
+        MicroBatcher(rec_w, max_batch_size=10, max_wait_s=10.0, wait_when_idle=True), rec_w)
+    assert waited is None
+
+
+async def test_a_caller_that_submits_again_at_once_finds_the_batcher_idle() -> None:
+    """The batch task ends an iteration after its callers are answered; a caller that searches again
+    right away (a loop of searches) must not pay the window for that."""
+    rec = Recorder()
+    mb: MicroBatcher[int, int] = MicroBatcher(rec, max_batch_size=10, max_wait_s=10.0)
+
+    async def twice() -> int:
+        await mb.submit(1)
+        return await mb.submit(2)  # submitted in the iteration that answered the first
+
+    task = asyncio.create_task(twice())
+    for _ in range(10):
+        await asyncio.sleep(0)
+        if len(rec.batches) == 2:
+            break
+    assert rec.batches == [[1], [2]]
+    assert await task == 4
+    await mb.close()
+
+
+async def test_idle_flush_still_groups_requests_of_one_iteration_and_busy_ones_wait() -> None:
+    """Requests submitted together while idle share one batch; those that arrive while a batch
+    runs wait for the window and go together in the next."""
+    rec = Recorder()
+    rec.gate = asyncio.Event()
+    mb: MicroBatcher[int, int] = MicroBatcher(rec, max_batch_size=10, max_wait_s=0.05)
+    first = [asyncio.create_task(mb.submit(i)) for i in range(3)]
+    while not rec.batches:
+        await asyncio.sleep(0)
+    later = [asyncio.create_task(mb.submit(i)) for i in range(3, 6)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert rec.batches == [[0, 1, 2]]  # the busy window holds the later three back
+    rec.gate.set()
+    assert await asyncio.gather(*first, *later) == [0, 2, 4, 6, 8, 10]
+    assert rec.batches == [[0, 1, 2], [3, 4, 5]]
 
 
 async def test_invalid_configuration() -> None:
