@@ -1,14 +1,17 @@
 """A :class:`~prime_retriever.text.encoders.TextEncoder` run by onnxruntime: a BERT-style graph and its
 ``tokenizer.json`` (the Rust ``tokenizers`` library), pooled and L2-normalised in numpy.
 
-The graph takes ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when it has that input), each
-B × T int64, and outputs ``last_hidden_state`` (B × T × D). The same class runs the graphs this project
+The graph takes ``input_ids`` (and ``attention_mask`` and ``token_type_ids`` when it has those inputs),
+each B × T int64, and outputs ``last_hidden_state`` (B × T × D). A graph without ``attention_mask`` is
+fed one unpadded text per forward. The same class runs the graphs this project
 exports from a sentence-transformers folder (:mod:`~prime_retriever.text.onnx_export`) and third-party
 exports such as the int8 bge/e5 graphs of :mod:`~prime_retriever.text.packaged_models`.
 
 Texts are tokenised once per call, sorted by token length and packed into batches by a token budget
 (:func:`~prime_retriever.text.length_batching.token_batches`), so padding costs almost nothing. The
-session is built once with every core as intra-op threads; the tokenizer is built once.
+session is built once with every core as intra-op threads; the tokenizer is built once. When a call
+runs one text per forward (int8 graphs), its texts go to one worker thread per core instead
+(:class:`~prime_retriever.text.worker_sessions.WorkerSessions`); the vectors are the same either way.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import os
 import platform
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +30,7 @@ import numpy.typing as npt
 from prime_retriever.errors import EncoderError
 from prime_retriever.text.encoders import DEFAULT_PROGRESS_THRESHOLD, FloatMatrix, check_texts
 from prime_retriever.text.length_batching import token_batches
+from prime_retriever.text.worker_sessions import WorkerSessions
 
 __all__ = ["EAGER_BACKEND", "EncoderFormat", "EncoderIdentity", "OnnxTextEncoder", "RuntimeOptions", "cpu_has_vnni",
            "model_of"]
@@ -83,8 +87,13 @@ class RuntimeOptions:
     """onnxruntime session and batching settings."""
 
     intra_op_threads: int | None = None  # None: every core
+    text_workers: int | None = None  # threads for the one-text forwards of a multi-text call; None: as intra-op
     max_batch_tokens: int = 1024  # padded tokens per forward (rows × longest row): small batches stay in cache
-    optimize: bool = True  # ORT_ENABLE_ALL (fuses attention, GELU, LayerNorm on load)
+    optimize: bool = True  # ORT_ENABLE_ALL (fuses GELU, LayerNorm on load)
+
+    def workers(self) -> int:
+        """How many one-text forwards run at once: ``text_workers``, else as many as intra-op threads."""
+        return max(1, self.text_workers or self.intra_op_threads or os.cpu_count() or 1)
 
 
 def cpu_has_vnni() -> bool | None:
@@ -151,10 +160,13 @@ class OnnxTextEncoder:
         except Exception as exc:
             raise EncoderError(f"cannot load the encoder graph {self.graph}: {exc}") from exc
         inputs = {i.name for i in self.session.get_inputs()}
-        if not {"input_ids", "attention_mask"} <= inputs:
-            raise EncoderError(f"encoder graph {self.graph} has inputs {sorted(inputs)}, "
-                               "expected input_ids and attention_mask")
+        if "input_ids" not in inputs or not inputs <= {"input_ids", "attention_mask", "token_type_ids"}:
+            raise EncoderError(f"encoder graph {self.graph} has inputs {sorted(inputs)}, expected input_ids "
+                               "(and attention_mask, token_type_ids)")
         self._token_types = "token_type_ids" in inputs
+        self._masked = "attention_mask" in inputs
+        self._rows = WorkerSessions(self.graph, self.runtime.workers(),
+                                    so.graph_optimization_level)
         outputs = {o.name: o for o in self.session.get_outputs()}
         out = outputs.get("last_hidden_state")
         if out is None or not isinstance(out.shape[-1], int):
@@ -229,18 +241,26 @@ class OnnxTextEncoder:
             ids = [e.ids for e in encodings]
             # int8 graphs quantise activations per tensor, with a scale from the whole batch (padding
             # included): a text's embedding would depend on its batch-mates. One text per forward keeps it a
-            # function of the text alone (a PREPAREd turn embeds as it would in the search), at little cost
-            per_text = 1 if "int8" in self.identity.backend else batch_size
+            # function of the text alone (a PREPAREd turn embeds as it would in the search), at little cost.
+            # A graph without a mask cannot be padded at all.
+            per_text = 1 if "int8" in self.identity.backend or not self._masked else batch_size
             batches = token_batches([len(x) for x in ids], self.runtime.max_batch_tokens, per_text)
-            for idx in tqdm(batches, desc=f"encoding ({self.name})", disable=not show_progress):
-                out[idx] = self._forward([ids[i] for i in idx])
+            rows = [[ids[i] for i in idx] for idx in batches]
+            pooled: Iterable[FloatMatrix]
+            if per_text == 1 and len(rows) > 1 and self._rows.workers > 1:
+                pooled = self._rows.map(self._forward, rows)
+            else:
+                pooled = (self._forward(self.session, r) for r in rows)
+            for idx, vecs in tqdm(zip(batches, pooled, strict=True), total=len(batches),
+                                  desc=f"encoding ({self.name})", disable=not show_progress):
+                out[idx] = vecs
         except EncoderError:
             raise
         except Exception as exc:
             raise EncoderError(f"encoder {self.name!r} failed: {exc}") from exc
         return out
 
-    def _forward(self, rows: list[list[int]]) -> FloatMatrix:
+    def _forward(self, session: Any, rows: list[list[int]]) -> FloatMatrix:
         """One forward of token-id rows, padded to the longest: ``(len(rows), D)`` pooled, normalised."""
         width = max(len(r) for r in rows)
         input_ids = np.zeros((len(rows), width), np.int64)  # B × T
@@ -248,10 +268,14 @@ class OnnxTextEncoder:
         for j, r in enumerate(rows):
             input_ids[j, : len(r)] = r
             mask[j, : len(r)] = 1
-        feeds: dict[str, npt.NDArray[np.int64]] = {"input_ids": input_ids, "attention_mask": mask}
+        feeds: dict[str, npt.NDArray[np.int64]] = {"input_ids": input_ids}
+        if self._masked:
+            feeds["attention_mask"] = mask
+        elif any(len(r) != width for r in rows):  # an unmasked graph would attend to the padding
+            raise EncoderError(f"encoder graph {self.graph} has no attention_mask: one text per forward")
         if self._token_types:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
-        hidden = np.asarray(self.session.run(["last_hidden_state"], feeds)[0], np.float32)  # B × T × D
+        hidden = np.asarray(session.run(["last_hidden_state"], feeds)[0], np.float32)  # B × T × D
         if self.fmt.pooling == "cls":
             pooled = hidden[:, 0]  # B × D
         else:

@@ -69,6 +69,29 @@ def test_int8_embedding_does_not_depend_on_the_batch(cache_root: Path) -> None:
     np.testing.assert_array_equal(together, alone)
 
 
+def test_int8_graph_without_a_mask_embeds_as_the_masked_one(cache_root: Path, tmp_path: Path) -> None:
+    """The int8 graph is exported without ``attention_mask`` (one unpadded text per forward needs none);
+    its vectors are those of the same recipe applied to the masked export, and worker threads change
+    nothing."""
+    from prime_retriever.text.onnx_encoder import RuntimeOptions
+    from prime_retriever.text.onnx_export import quantize_encoder_int8
+
+    enc = onnx_encoder(None, "onnx-int8", EncoderOptions(cache_root=cache_root))
+    assert {i.name for i in enc.session.get_inputs()} == {"input_ids", "token_type_ids"}
+    masked_graph = quantize_encoder_int8(enc.graph.parent / "model.onnx", tmp_path / "masked.int8.onnx")
+    masked = OnnxTextEncoder(masked_graph, _tokenizer_file(), enc.identity, enc.fmt)
+    assert {i.name for i in masked.session.get_inputs()} >= {"attention_mask"}
+    np.testing.assert_allclose(masked.encode(TEXTS), enc.encode(TEXTS), atol=1e-6)
+    serial = OnnxTextEncoder(enc.graph, _tokenizer_file(), enc.identity, enc.fmt, RuntimeOptions(text_workers=1))
+    np.testing.assert_array_equal(serial.encode(TEXTS), enc.encode(TEXTS))
+
+
+def _tokenizer_file() -> Path:
+    from prime_retriever.text.encoders import default_encoder_path
+
+    return default_encoder_path() / "tokenizer.json"
+
+
 def test_names_keep_paths_apart(cache_root: Path, eager: HFTextEncoder, tmp_path: Path) -> None:
     """Each path has its own name, so the embedding cache never serves one path's vectors to another."""
     fp32 = onnx_encoder(None, "onnx-fp32", EncoderOptions(cache_root=cache_root))
@@ -138,7 +161,7 @@ def test_int8_cannot_saturate_without_vnni(cache_root: Path) -> None:
 
     enc = onnx_encoder(None, "onnx-int8", EncoderOptions(cache_root=cache_root))
     ids = np.array([enc._tokenizer.encode(TEXTS[1]).ids], np.int64)  # 1 × T
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    feeds = {"input_ids": ids, "token_type_ids": np.zeros_like(ids)}  # the int8 graph has no mask
     _MatMulIntegerWithoutVnni.saturated = 0
     emulated: Any = ReferenceEvaluator(str(enc.graph), new_ops=[_MatMulIntegerWithoutVnni.op()]).run(
         ["last_hidden_state"], feeds)
