@@ -26,7 +26,6 @@ import numpy.typing as npt
 from prime_retriever.errors import EncoderError
 from prime_retriever.text.onnx_encoder import EncoderFormat, RuntimeOptions, cpu_has_vnni
 from prime_retriever.text.packaged_models import PackagedModel, find_packaged_files
-from prime_retriever.text.worker_sessions import WorkerSessions
 
 __all__ = ["MS_MARCO_MINILM_L12", "CrossEncoder"]
 
@@ -91,9 +90,6 @@ class CrossEncoder:
             self.session: Any = ort.InferenceSession(str(self.graph), so, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise EncoderError(f"cannot load the cross-encoder graph {self.graph}: {exc}") from exc
-        # the pairs of one call run at once, one per core (the scores are the same)
-        self._rows = WorkerSessions(self.graph, rt.workers(),
-                                    so.graph_optimization_level)
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         if inputs != {"input_ids", "attention_mask", "token_type_ids"} or "logits" not in outputs:
@@ -129,21 +125,13 @@ class CrossEncoder:
         items = [_check_text(p, f"passages[{i}]") for i, p in enumerate(passages)]
         out = np.empty(len(items), np.float32)  # (P,)
         try:
-            pairs = self._tokenizer.encode_batch([(q, p) for p in items])
-            scores = (self._rows.map(_logit, pairs) if len(pairs) > 1 and self._rows.workers > 1
-                      else (_logit(self.session, e) for e in pairs))
-            for i, logit in enumerate(scores):
-                out[i] = logit
+            for i, enc in enumerate(self._tokenizer.encode_batch([(q, p) for p in items])):
+                ids = np.asarray([enc.ids], np.int64)  # 1 × T
+                feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                         "token_type_ids": np.asarray([enc.type_ids], np.int64)}
+                out[i] = float(np.asarray(self.session.run(["logits"], feeds)[0]).reshape(-1)[0])
         except Exception as exc:
             raise EncoderError(f"cross-encoder {self.name!r} failed: {exc}") from exc
         if not np.isfinite(out).all():
             raise EncoderError(f"cross-encoder {self.name!r} produced a non-finite score")
         return out
-
-
-def _logit(session: Any, pair: Any) -> float:
-    """One query–passage pair's relevance logit (one pair per forward: no padding, no batch effects)."""
-    ids = np.asarray([pair.ids], np.int64)  # 1 × T
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
-             "token_type_ids": np.asarray([pair.type_ids], np.int64)}
-    return float(np.asarray(session.run(["logits"], feeds)[0]).reshape(-1)[0])

@@ -1,7 +1,7 @@
 """One-row forwards of an ONNX graph on worker threads, one per core.
 
-A paragraph's (or a query–passage pair's) GEMMs are too small for two cores to share well through
-onnxruntime's intra-op threads, and graphs run one row per forward (int8 activations are quantised per
+A MiniLM paragraph's GEMMs are too small for two cores to share well through onnxruntime's intra-op
+threads, and graphs run one row per forward (int8 activations are quantised per
 tensor, so batching would make a row's output depend on its batch-mates). Running several rows at once,
 each on its own thread of one single-threaded session, uses every core instead; the outputs are the
 same (docs/performance.md has the speed-up).

@@ -47,15 +47,6 @@ def test_a_pairs_score_does_not_depend_on_the_others(cross_encoder: CrossEncoder
     np.testing.assert_array_equal(alone, cross_encoder.score(q, PASSAGES)[:1])
 
 
-def test_pairs_on_worker_threads_score_as_one_at_a_time(cross_encoder: CrossEncoder) -> None:
-    from prime_retriever.text.onnx_encoder import RuntimeOptions
-
-    serial = CrossEncoder(cross_encoder.graph, find_packaged_files(MS_MARCO_MINILM_L12) / "tokenizer.json",
-                          cross_encoder.name, runtime=RuntimeOptions(text_workers=1))
-    q = "When was the Eiffel Tower completed?"
-    np.testing.assert_array_equal(serial.score(q, PASSAGES * 3), cross_encoder.score(q, PASSAGES * 3))
-
-
 def test_a_long_passage_is_cut_not_the_query(cross_encoder: CrossEncoder) -> None:
     q = "When was the Eiffel Tower completed?"
     long = PASSAGES[0] + " It is made of iron." * 400  # far beyond 512 tokens
