@@ -84,6 +84,8 @@ def test_int8_graph_without_a_mask_embeds_as_the_masked_one(cache_root: Path, tm
     np.testing.assert_allclose(masked.encode(TEXTS), enc.encode(TEXTS), atol=1e-6)
     serial = OnnxTextEncoder(enc.graph, _tokenizer_file(), enc.identity, enc.fmt, RuntimeOptions(text_workers=1))
     np.testing.assert_array_equal(serial.encode(TEXTS), enc.encode(TEXTS))
+    with pytest.raises(EncoderError, match="no attention_mask"):  # padding it would be attended to
+        enc._forward(enc.session, [[101, 102], [101, 7592, 102]])
 
 
 def _tokenizer_file() -> Path:

@@ -30,7 +30,7 @@ def _forward(session: Any, row: list[float]) -> float:
     return float(session.run(["y"], {"x": np.asarray(row, np.float32)})[0].sum())
 
 
-def test_rows_run_in_order_on_every_worker(tmp_path: Path) -> None:
+def test_rows_come_back_in_input_order(tmp_path: Path) -> None:
     import onnxruntime as ort
 
     rows = WorkerSessions(_doubling_graph(tmp_path / "g.onnx"), 2, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
