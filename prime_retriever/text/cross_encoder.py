@@ -26,6 +26,7 @@ import numpy.typing as npt
 from prime_retriever.errors import EncoderError
 from prime_retriever.text.onnx_encoder import EncoderFormat, RuntimeOptions, cpu_has_vnni
 from prime_retriever.text.packaged_models import PackagedModel, find_packaged_files
+from prime_retriever.text.worker_sessions import cpu_session
 
 __all__ = ["MS_MARCO_MINILM_L12", "CrossEncoder"]
 
@@ -66,7 +67,6 @@ class CrossEncoder:
 
     def __init__(self, graph: str | os.PathLike[str], tokenizer: str | os.PathLike[str], name: str,
                  max_length: int = 512, runtime: RuntimeOptions | None = None) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.graph = Path(graph)
@@ -82,12 +82,8 @@ class CrossEncoder:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length, strategy="only_second")
         rt = runtime if runtime is not None else RuntimeOptions()
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = rt.intra_op_threads or os.cpu_count() or 1
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
         try:
-            self.session: Any = ort.InferenceSession(str(self.graph), so, providers=["CPUExecutionProvider"])
+            self.session: Any = cpu_session(self.graph, rt.threads())
         except Exception as exc:
             raise EncoderError(f"cannot load the cross-encoder graph {self.graph}: {exc}") from exc
         inputs = {i.name for i in self.session.get_inputs()}

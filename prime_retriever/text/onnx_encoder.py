@@ -30,7 +30,7 @@ import numpy.typing as npt
 from prime_retriever.errors import EncoderError
 from prime_retriever.text.encoders import DEFAULT_PROGRESS_THRESHOLD, FloatMatrix, check_texts
 from prime_retriever.text.length_batching import token_batches
-from prime_retriever.text.worker_sessions import WorkerSessions
+from prime_retriever.text.worker_sessions import WorkerSessions, cpu_session
 
 __all__ = ["EAGER_BACKEND", "EncoderFormat", "EncoderIdentity", "OnnxTextEncoder", "RuntimeOptions", "cpu_has_vnni",
            "model_of"]
@@ -91,9 +91,13 @@ class RuntimeOptions:
     max_batch_tokens: int = 1024  # padded tokens per forward (rows × longest row): small batches stay in cache
     optimize: bool = True  # ORT_ENABLE_ALL (fuses GELU, LayerNorm on load)
 
+    def threads(self) -> int:
+        """The session's intra-op threads: ``intra_op_threads``, else one per core."""
+        return max(1, self.intra_op_threads or os.cpu_count() or 1)
+
     def workers(self) -> int:
         """How many one-text forwards run at once: ``text_workers``, else as many as intra-op threads."""
-        return max(1, self.text_workers or self.intra_op_threads or os.cpu_count() or 1)
+        return max(1, self.text_workers or self.threads())
 
 
 def cpu_has_vnni() -> bool | None:
@@ -130,7 +134,6 @@ class OnnxTextEncoder:
         self, graph: str | os.PathLike[str], tokenizer: str | os.PathLike[str], identity: EncoderIdentity,
         fmt: EncoderFormat | None = None, runtime: RuntimeOptions | None = None,
     ) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.graph = Path(graph)
@@ -148,15 +151,8 @@ class OnnxTextEncoder:
             raise EncoderError(f"cannot load the tokenizer {tokenizer}: {exc}") from exc
         self._tokenizer.no_padding()  # padding is ours, per length-sorted batch
         self._tokenizer.enable_truncation(self.fmt.max_length)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.runtime.intra_op_threads or os.cpu_count() or 1
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.runtime.optimize
-                                       else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         try:
-            self.session: Any = ort.InferenceSession(str(self.graph), so, providers=["CPUExecutionProvider"])
+            self.session: Any = cpu_session(self.graph, self.runtime.threads(), self.runtime.optimize)
         except Exception as exc:
             raise EncoderError(f"cannot load the encoder graph {self.graph}: {exc}") from exc
         inputs = {i.name for i in self.session.get_inputs()}
@@ -165,8 +161,7 @@ class OnnxTextEncoder:
                                "(and attention_mask, token_type_ids)")
         self._token_types = "token_type_ids" in inputs
         self._masked = "attention_mask" in inputs
-        self._rows = WorkerSessions(self.graph, self.runtime.workers(),
-                                    so.graph_optimization_level)
+        self._rows = WorkerSessions(self.graph, self.runtime.workers(), self.runtime.optimize)
         outputs = {o.name: o for o in self.session.get_outputs()}
         out = outputs.get("last_hidden_state")
         if out is None or not isinstance(out.shape[-1], int):

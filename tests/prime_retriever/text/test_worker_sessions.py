@@ -31,17 +31,13 @@ def _forward(session: Any, row: list[float]) -> float:
 
 
 def test_rows_come_back_in_input_order(tmp_path: Path) -> None:
-    import onnxruntime as ort
-
-    rows = WorkerSessions(_doubling_graph(tmp_path / "g.onnx"), 2, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    rows = WorkerSessions(_doubling_graph(tmp_path / "g.onnx"), 2)
     items = [[float(i), 1.0] for i in range(50)]
     assert list(rows.map(_forward, items)) == [2.0 * (i + 1) for i in range(50)]
 
 
 def test_an_error_in_one_row_is_raised(tmp_path: Path) -> None:
-    import onnxruntime as ort
-
-    rows = WorkerSessions(_doubling_graph(tmp_path / "g.onnx"), 2, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    rows = WorkerSessions(_doubling_graph(tmp_path / "g.onnx"), 2)
     with pytest.raises(ValueError, match="empty row"):
         list(rows.map(_forward, [[1.0], [], [2.0]]))
     assert list(rows.map(_forward, [[3.0]])) == [6.0]  # the workers keep working
@@ -49,4 +45,4 @@ def test_an_error_in_one_row_is_raised(tmp_path: Path) -> None:
 
 def test_workers_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="workers"):
-        WorkerSessions(tmp_path / "g.onnx", 0, None)
+        WorkerSessions(tmp_path / "g.onnx", 0)
