@@ -27,6 +27,14 @@ class Recorder:
         return [ValueError(f"bad {r}") if r < 0 else 2 * r for r in reqs]
 
 
+async def _started(mb: MicroBatcher[int, int], rec: Recorder, items: range) -> list[asyncio.Task[int]]:
+    """Submit ``items`` as concurrent callers and wait until their first batch has started."""
+    tasks = [asyncio.create_task(mb.submit(i)) for i in items]
+    while not rec.batches:
+        await asyncio.sleep(0)
+    return tasks
+
+
 async def test_concurrent_requests_share_batches_and_get_their_own_results() -> None:
     rec = Recorder()
     mb: MicroBatcher[int, int] = MicroBatcher(rec, max_batch_size=8, max_wait_s=0.05)
@@ -66,9 +74,7 @@ async def test_cancelling_a_caller_mid_batch_does_not_cancel_the_batch() -> None
     rec = Recorder()
     rec.gate = asyncio.Event()
     mb: MicroBatcher[int, int] = MicroBatcher(rec, max_batch_size=4, max_wait_s=0.05)
-    tasks = [asyncio.create_task(mb.submit(i)) for i in range(4)]
-    while not rec.batches:
-        await asyncio.sleep(0)
+    tasks = await _started(mb, rec, range(4))
     tasks[1].cancel()
     await asyncio.sleep(0)
     rec.gate.set()
@@ -172,9 +178,7 @@ async def test_idle_flush_still_groups_requests_of_one_iteration_and_busy_ones_w
     rec = Recorder()
     rec.gate = asyncio.Event()
     mb: MicroBatcher[int, int] = MicroBatcher(rec, max_batch_size=10, max_wait_s=0.05)
-    first = [asyncio.create_task(mb.submit(i)) for i in range(3)]
-    while not rec.batches:
-        await asyncio.sleep(0)
+    first = await _started(mb, rec, range(3))
     later = [asyncio.create_task(mb.submit(i)) for i in range(3, 6)]
     for _ in range(5):
         await asyncio.sleep(0)
